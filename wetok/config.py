@@ -1,0 +1,125 @@
+"""The one configuration dataclass of a WeTok tokenizer, and named presets.
+
+A model directory holds ``config.json`` (this dataclass) beside ``model.safetensors``; the config is never
+inferred from tensor shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CODEBOOK_ENTROPY_VARIANTS = ("pooled", "per_group")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Every architecture hyperparameter of a WeTok tokenizer.
+
+    ``ch``, ``ch_mult`` and ``num_res_blocks`` follow the official release; the latent has
+    ``d = groups * group_bits`` channels and the image is downsampled by ``f = 2 ** (len(ch_mult) - 1)``.
+    """
+
+    ch: int = 32
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 1
+    groups: int = 4
+    group_bits: int = 8
+    generative: bool = False
+    in_channels: int = 3
+    norm_groups: int = 32
+    entropy_temperature: float = 0.01
+    codebook_entropy: str = "pooled"
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
+        widths = [self.ch * m for m in self.ch_mult]
+        if not self.ch_mult or self.num_res_blocks < 1:
+            raise ValueError("ch_mult must be non-empty and num_res_blocks >= 1")
+        if any(w % self.norm_groups for w in widths):
+            raise ValueError(f"every width {widths} must be a multiple of norm_groups={self.norm_groups}")
+        if self.groups < 1 or not 1 <= self.group_bits <= 24:
+            raise ValueError("groups must be >= 1 and group_bits in 1..24")
+        if self.codebook_entropy not in CODEBOOK_ENTROPY_VARIANTS:
+            raise ValueError(f"codebook_entropy must be one of {CODEBOOK_ENTROPY_VARIANTS}")
+
+    @property
+    def latent_dim(self) -> int:
+        """``d``: channels of the latent, ``groups * group_bits``."""
+        return self.groups * self.group_bits
+
+    @property
+    def downsample(self) -> int:
+        """``f``: pixels per token along each side."""
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def bits_per_token(self) -> int:
+        return self.groups * self.group_bits
+
+    @property
+    def bpp(self) -> float:
+        """Raw (uncoded) bits per pixel."""
+        return self.bits_per_token / self.downsample**2
+
+    def replace(self, **changes: Any) -> TokenizerConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ch_mult"] = list(self.ch_mult)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TokenizerConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def preset(cls, name: str) -> TokenizerConfig:
+        """One of :data:`PRESETS` by name."""
+        if name not in PRESETS:
+            raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        return PRESETS[name]
+
+
+def _release(name: str, ch_mult: tuple[int, ...], groups: int, generative: bool = False) -> TokenizerConfig:
+    return TokenizerConfig(ch=256, ch_mult=ch_mult, num_res_blocks=4, groups=groups, group_bits=8,
+                           generative=generative, name=name)
+
+
+PRESETS: dict[str, TokenizerConfig] = {
+    # The six released WeTok configurations (WETOK_REFERENCE.md §5).
+    "wetok-imagenet-f16": _release("wetok-imagenet-f16", (1, 1, 2, 2, 4), 4),
+    "wetok-imagenet-f8": _release("wetok-imagenet-f8", (1, 2, 2, 4), 4),
+    "wetok-gd-ratio24": _release("wetok-gd-ratio24", (1, 2, 2, 4), 8),
+    "wetok-gd-ratio48": _release("wetok-gd-ratio48", (1, 2, 2, 4), 4),
+    "wetok-gd-ratio192": _release("wetok-gd-ratio192", (1, 1, 2, 2, 4), 4),
+    "wetok-gd-ratio768": _release("wetok-gd-ratio768", (1, 1, 2, 2, 4, 8), 4, generative=True),
+    # Open-MAGVIT2: one 18-bit group (LFQ).
+    "magvit2-f16-2p18": TokenizerConfig(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, groups=1,
+                                        group_bits=18, name="magvit2-f16-2p18"),
+    "magvit2-f8-2p18": TokenizerConfig(ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=4, groups=1,
+                                       group_bits=18, name="magvit2-f8-2p18"),
+    # Small CPU-sized models.
+    "tiny": TokenizerConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, groups=2, group_bits=4, name="tiny"),
+    "cpu-f16": TokenizerConfig(ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, groups=4, group_bits=8,
+                               name="cpu-f16"),
+    "cpu-f16-gd": TokenizerConfig(ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, groups=4, group_bits=8,
+                                  generative=True, name="cpu-f16-gd"),
+}

@@ -1,0 +1,106 @@
+"""WeTok encoder and (generative) decoder, with the parameter names of the official release.
+
+Shapes: images ``[B, 3, H, W]`` in ``[-1, 1]``; latents ``[B, d, H/f, W/f]`` with ``f = 2^(L-1)``,
+``L = len(ch_mult)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wetok.config import TokenizerConfig
+from wetok.layers import AdaptiveGroupNorm, ResBlock, Upsampler, norm, style_stats
+
+
+def _blocks(cin: int, cout: int, n: int, norm_groups: int) -> nn.ModuleList:
+    return nn.ModuleList(ResBlock(cin if k == 0 else cout, cout, norm_groups) for k in range(n))
+
+
+class _Level(nn.Module):
+    """One resolution level: ``block`` ResBlocks, then an optional resampler (named as in the release)."""
+
+    def __init__(self, block: nn.ModuleList, resample: nn.Module | None, resample_name: str) -> None:
+        super().__init__()
+        self.block = block
+        if resample is not None:
+            self.add_module(resample_name, resample)
+
+
+class Encoder(nn.Module):
+    """Image ``[B, 3, H, W]`` → latent ``[B, d, H/f, W/f]`` (continuous, before quantization)."""
+
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        widths = [cfg.ch * m for m in cfg.ch_mult]
+        self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1, bias=False)
+        self.down = nn.ModuleList()
+        cin = cfg.ch
+        for i, cout in enumerate(widths):
+            down = nn.Conv2d(cout, cout, 3, stride=2, padding=1) if i < len(widths) - 1 else None
+            self.down.append(_Level(_blocks(cin, cout, cfg.num_res_blocks, cfg.norm_groups), down, "downsample"))
+            cin = cout
+        self.mid_block = _blocks(cin, cin, cfg.num_res_blocks, cfg.norm_groups)
+        self.norm_out = norm(cin, cfg.norm_groups)
+        self.conv_out = nn.Conv2d(cin, cfg.latent_dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv_in(x)
+        for level in self.down:
+            for block in level.block:
+                x = block(x)
+            if hasattr(level, "downsample"):
+                x = level.downsample(x)
+        for block in self.mid_block:
+            x = block(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class Decoder(nn.Module):
+    """Codes ``[B, d, h, w]`` (plus noise ``[B, d, h, w]`` when generative) → image ``[B, 3, h·f, w·f]``.
+
+    The output is unbounded; clamp to ``[-1, 1]`` for display. Adaptive GroupNorm reads the codes alone.
+    """
+
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        widths = [cfg.ch * m for m in cfg.ch_mult]
+        self.generative = cfg.generative
+        d = cfg.latent_dim
+        cin = widths[-1]
+        self.conv_in = nn.Conv2d(2 * d if cfg.generative else d, cin, 3, padding=1)
+        self.mid_block = _blocks(cin, cin, cfg.num_res_blocks, cfg.norm_groups)
+        up: list[nn.Module] = [nn.Module()] * len(widths)
+        adaptive: list[nn.Module] = [nn.Module()] * len(widths)
+        for i in reversed(range(len(widths))):
+            adaptive[i] = AdaptiveGroupNorm(cin, d, cfg.norm_groups)
+            cout = widths[i]
+            ups = Upsampler(cout) if i > 0 else None
+            up[i] = _Level(_blocks(cin, cout, cfg.num_res_blocks, cfg.norm_groups), ups, "upsample")
+            cin = cout
+        self.up = nn.ModuleList(up)  # indexed by level, not by execution order
+        self.adaptive = nn.ModuleList(adaptive)
+        self.norm_out = norm(cin, cfg.norm_groups)
+        self.conv_out = nn.Conv2d(cin, 3, 3, padding=1)
+
+    def forward(self, codes: Tensor, noise: Tensor | None = None,
+                style: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``style`` overrides the codes' statistics (tiled decoding passes those of the whole image)."""
+        style = style_stats(codes) if style is None else style
+        if self.generative:
+            if noise is None or noise.shape != codes.shape:
+                raise ValueError("a generative decoder needs noise with the shape of the codes")
+            x = self.conv_in(torch.cat([codes, noise.to(codes.dtype)], dim=1))
+        else:
+            x = self.conv_in(codes)
+        for block in self.mid_block:
+            x = block(x)
+        for i in reversed(range(len(self.up))):
+            x = self.adaptive[i](x, style)
+            level = self.up[i]
+            for block in level.block:
+                x = block(x)
+            if hasattr(level, "upsample"):
+                x = level.upsample(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
