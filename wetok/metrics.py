@@ -13,13 +13,13 @@ Images are `[H, W, C]` (or `[H, W]`) arrays, numpy or torch, holding 8-bit value
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 
 _WIN_SIZE = 11
 _WIN_SIGMA = 1.5
@@ -109,9 +109,9 @@ def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 255.0) -> float:
 def ms_ssim(a: ArrayLike, b: ArrayLike, data_range: float = 255.0) -> float:
     """Multi-scale SSIM (5 scales, weights `MS_SSIM_WEIGHTS`) of two `[H, W, C]` images, mean over channels.
 
-    Between scales the images are 2× average-pooled (odd sides padded, as pytorch_msssim does). Returns a
+    Between scales the images are 2x average-pooled (odd sides padded, as pytorch_msssim does). Returns a
     value in [0, 1]; 1 for identical images. The shorter side must exceed 160 pixels, so that the
-    11-tap window still fits at the coarsest scale (e.g. 256×256 and Kodak's 768×512 are fine).
+    11-tap window still fits at the coarsest scale (e.g. 256x256 and Kodak's 768x512 are fine).
     """
     x, y = _pair(a, b)
     levels = len(MS_SSIM_WEIGHTS)
@@ -151,7 +151,7 @@ def _psd_sqrt(mat: np.ndarray) -> np.ndarray:
 def frechet_distance_from_stats(
     mu_a: np.ndarray, sigma_a: np.ndarray, mu_b: np.ndarray, sigma_b: np.ndarray
 ) -> float:
-    """Fréchet distance `|μa − μb|² + tr(Σa + Σb − 2 (Σa Σb)^½)` between two Gaussians.
+    """Fréchet distance `|μa - μb|² + tr(Σa + Σb - 2 (Σa Σb)^½)` between two Gaussians.
 
     `tr((Σa Σb)^½)` equals `tr((Σa^½ Σb Σa^½)^½)`, whose argument is symmetric PSD, so two `eigh` calls
     suffice (no scipy).

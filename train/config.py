@@ -1,0 +1,111 @@
+"""Training configuration: one TOML file plus ``key=value`` overrides; the resolved config is saved per run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wetok.config import TokenizerConfig
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Stage 1 and stage 2 differ by ``stage`` (and ``init_from``), not by code."""
+
+    model: TokenizerConfig = field(default_factory=lambda: TokenizerConfig.preset("cpu-f16"))
+    stage: int = 1  # 1: reconstruction; 2: generative decoder fine-tuning (needs init_from)
+    init_from: str = ""  # stage 2: a stage-1 model directory or training checkpoint
+    data: str = ""
+    out: str = "runs/wetok"
+    crop: int = 128
+    batch_size: int = 8
+    num_workers: int = 0
+    steps: int = 1000
+    lr: float = 1e-4
+    lr_drops: tuple[int, ...] = ()  # steps at which the lr is multiplied by 0.1
+    betas: tuple[float, float] = (0.5, 0.9)
+    ema_decay: float = 0.999
+    # Loss weights (WETOK_REFERENCE.md §4).
+    l1_weight: float = 1.0
+    perceptual: str = "effnet-lite0"  # "effnet-lite0", "lpips-vgg" or "none"
+    perceptual_weight: float = 1.0
+    entropy_weight: float = 0.1
+    commitment_weight: float = 0.25
+    adversarial_weight: float = 0.1  # 0 disables the discriminator entirely
+    disc_start: int = 0
+    disc_channels: int = 64
+    lecam_weight: float = 0.05
+    # Engineering.
+    seed: int = 0
+    device: str = "auto"  # "cpu", "cuda" or "auto"
+    bf16: bool = True  # autocast on CUDA only
+    threads: int = 0  # CPU threads, 0 = torch default
+    log_every: int = 20
+    sample_every: int = 500
+    checkpoint_every: int = 200
+    export_dtype: str = "float16"
+    prior_images: int = 64  # training images encoded to fit the exported entropy tables
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+        model = d.pop("model", None)
+        if isinstance(model, str):
+            model = TokenizerConfig.preset(model)
+        elif isinstance(model, dict):
+            base = TokenizerConfig.preset(model.pop("preset")) if "preset" in model else TokenizerConfig()
+            model = base.replace(**model)
+        cfg = cls(**d) if model is None else cls(model=model, **d)
+        cfg.lr_drops, cfg.betas = tuple(cfg.lr_drops), tuple(cfg.betas)  # type: ignore[assignment]
+        return cfg
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare string
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as TOML, else taken as strings) to a nested dict."""
+    d = json.loads(json.dumps(d))
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        *parents, leaf = key.strip().split(".")
+        node = d
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {p} is not a table")
+        node[leaf] = _parse_value(value.strip())
+    return d
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
+    """Read a TOML (or JSON) config file, apply overrides, and validate."""
+    d: dict[str, Any] = {}
+    if path:
+        text = Path(path).read_text()
+        d = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
+    if isinstance(d.get("model"), str):
+        d["model"] = {"preset": d["model"]}
+    return TrainConfig.from_dict(apply_overrides(d, list(overrides)))

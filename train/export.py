@@ -1,0 +1,35 @@
+"""Export the EMA weights as a model directory, with entropy tables fitted on training-data tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from train.config import TrainConfig
+from train.data import CropDataset
+from wetok.tokenizer import Tokenizer
+
+EXPORT_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@torch.no_grad()
+def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (``cfg.export_dtype``) + ``prior.json`` into ``directory``.
+
+    The prior is fitted on tokens of ``cfg.prior_images`` training crops, encoded by the *exported* weights
+    (after the dtype round trip), so the tables match what ``wetok compress`` will produce.
+    """
+    from wetok.prior import fit_prior
+
+    ema = ema.eval()
+    ema.save_pretrained(directory, dtype=EXPORT_DTYPES[cfg.export_dtype])
+    model = Tokenizer.from_pretrained(directory, device=ema.device)
+    crop = max(cfg.crop, 256)
+    try:
+        data = CropDataset(cfg.data, crop, seed=cfg.seed + 1, rescale=False)
+    except ValueError:
+        data = CropDataset(cfg.data, cfg.crop, seed=cfg.seed + 1, rescale=False)
+    batches = (model.encode(data[i].unsqueeze(0)) for i in range(cfg.prior_images))
+    fit_prior(batches, cfg.model.groups, cfg.model.group_bits).save(directory)
+    return directory

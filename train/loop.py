@@ -1,0 +1,224 @@
+"""The WeTok training loop: both stages, CPU / one GPU / many GPUs (``torchrun``), resumable exactly.
+
+Stage 1 trains encoder + GQ + decoder (L1, perceptual, entropy, commitment, adversarial). Stage 2 starts from
+a stage-1 model, widens the decoder's ``conv_in`` with zero-initialised noise channels, freezes encoder and
+quantizer, re-initialises the discriminator and fine-tunes the decoder (L1, perceptual, adversarial).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.config import TrainConfig
+from train.data import CropDataset, StepSampler
+from train.losses import AdversarialLoss, GeneratorLoss, PatchDiscriminator
+from train.monitor import Monitor
+from wetok.tokenizer import Tokenizer
+
+
+@dataclass
+class State:
+    """Everything that a checkpoint holds, besides the config."""
+
+    model: nn.Module  # the Tokenizer, possibly DDP-wrapped
+    ema: Tokenizer
+    opt_g: torch.optim.Optimizer
+    disc: nn.Module | None
+    opt_d: torch.optim.Optimizer | None
+    adv: AdversarialLoss
+    step: int = 0
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.model.module if isinstance(self.model, DDP) else self.model  # type: ignore[return-value]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group when started by ``torchrun``; returns ``(rank, world_size)``."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def initial_model(cfg: TrainConfig) -> Tokenizer:
+    """Stage 1: a fresh model. Stage 2: the stage-1 model, widened for noise, encoder frozen."""
+    if cfg.stage == 1:
+        return Tokenizer(cfg.model)
+    if not cfg.init_from:
+        raise ValueError("stage 2 needs init_from: a stage-1 model directory or checkpoint")
+    src = Path(cfg.init_from)
+    if src.is_dir() and (src / "config.json").is_file():
+        base = Tokenizer.from_pretrained(src)
+    else:
+        ckpt = load_checkpoint(src / CHECKPOINT_NAME if src.is_dir() else src)
+        base = Tokenizer(TrainConfig.from_dict(ckpt["config"]).model)
+        base.load_state_dict(ckpt["ema"])
+    model = base if base.config.generative else base.to_generative()
+    for p in [*model.encoder.parameters(), *model.quantizer.parameters()]:
+        p.requires_grad_(False)
+    return model.train()
+
+
+def build_state(cfg: TrainConfig, device: torch.device, world: int) -> State:
+    torch.manual_seed(cfg.seed)
+    model = initial_model(cfg).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_g = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+    disc = opt_d = None
+    if cfg.adversarial_weight > 0:
+        disc = PatchDiscriminator(cfg.disc_channels).to(device)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
+    wrapped: nn.Module = model
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = DDP(model, device_ids=ids)
+        disc = DDP(disc, device_ids=ids) if disc is not None else None
+    return State(wrapped, ema, opt_g, disc, opt_d, AdversarialLoss(cfg.lecam_weight).to(device))
+
+
+def state_dict(state: State, cfg: TrainConfig) -> dict:
+    disc = state.disc.module if isinstance(state.disc, DDP) else state.disc
+    return {"config": cfg.to_dict(), "step": state.step, "model": state.tokenizer.state_dict(),
+            "ema": state.ema.state_dict(), "opt_g": state.opt_g.state_dict(),
+            "disc": disc.state_dict() if disc is not None else None,
+            "opt_d": state.opt_d.state_dict() if state.opt_d is not None else None,
+            "adv": state.adv.state_dict(), "rng": rng_state()}
+
+
+def load_state(state: State, ckpt: dict) -> None:
+    state.tokenizer.load_state_dict(ckpt["model"])
+    state.ema.load_state_dict(ckpt["ema"])
+    state.opt_g.load_state_dict(ckpt["opt_g"])
+    if state.disc is not None:
+        disc = state.disc.module if isinstance(state.disc, DDP) else state.disc
+        disc.load_state_dict(ckpt["disc"])
+        state.opt_d.load_state_dict(ckpt["opt_d"])  # type: ignore[union-attr]
+    state.adv.load_state_dict(ckpt["adv"])
+    state.step = ckpt["step"]
+    set_rng_state(ckpt["rng"])
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * 0.1 ** sum(step >= s for s in cfg.lr_drops)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    decay = min(decay, (1 + step) / (10 + step))  # warm-up: early weights are not worth remembering
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def train_step(state: State, loss_fn: GeneratorLoss, cfg: TrainConfig, real: Tensor) -> dict[str, Tensor]:
+    """One discriminator step, then one generator step. Returns the detached loss terms."""
+    device = real.device
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    use_gan = state.disc is not None and state.step >= cfg.disc_start
+    lr = learning_rate(cfg, state.step)
+    for opt in (state.opt_g, state.opt_d):
+        for group in opt.param_groups if opt is not None else []:
+            group["lr"] = lr
+    with autocast:
+        out = state.model(real)
+    terms: dict[str, Tensor] = {}
+    if use_gan:
+        with autocast:
+            logits_real, logits_fake = state.disc(real), state.disc(out.recon.detach())
+        d_terms = state.adv.discriminator_loss(logits_real, logits_fake)
+        state.opt_d.zero_grad(set_to_none=True)
+        d_terms["adv/total"].backward()
+        state.opt_d.step()
+        terms.update(d_terms)
+    with autocast:
+        fake_logits = state.disc(out.recon) if use_gan else None
+    q_losses = out.losses if cfg.stage == 1 else {}
+    total, g_terms = loss_fn(out.recon, real, q_losses, fake_logits)
+    state.opt_g.zero_grad(set_to_none=True)
+    total.backward()
+    state.opt_g.step()
+    update_ema(state.ema, state.tokenizer, cfg.ema_decay, state.step)
+    state.step += 1
+    terms.update(g_terms)
+    terms["lr"] = torch.tensor(lr)
+    return {k: v.detach() for k, v in terms.items()} | {"_indices": out.indices.detach()}
+
+
+def make_loader(cfg: TrainConfig, start_step: int, rank: int, world: int) -> DataLoader:
+    dataset = CropDataset(cfg.data, cfg.crop, seed=cfg.seed)
+    sampler = StepSampler(cfg.batch_size, start_step, rank, world)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                      persistent_workers=cfg.num_workers > 0, drop_last=True)
+
+
+def load_perceptual_loss(cfg: TrainConfig, device: torch.device) -> nn.Module | None:
+    if cfg.perceptual == "none" or cfg.perceptual_weight == 0:
+        return None
+    from wetok.perceptual import load_perceptual
+
+    return load_perceptual(cfg.perceptual).to(device)
+
+
+def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
+    """Run (or resume) a training run in ``cfg.out``; returns the exported model directory."""
+    device = pick_device(cfg.device)
+    rank, world = init_distributed(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    state = build_state(cfg, device, world)
+    if resume and ckpt_path.is_file():
+        load_state(state, load_checkpoint(ckpt_path))
+    elif resume:
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.resolved.json")
+    loss_fn = GeneratorLoss(cfg, load_perceptual_loss(cfg, device))
+    monitor = Monitor(cfg, out, enabled=rank == 0, quiet=quiet)
+    batches = iter(make_loader(cfg, state.step, rank, world))
+    try:
+        with monitor:
+            while state.step < cfg.steps:
+                real = next(batches).to(device, non_blocking=True)
+                if device.type == "cuda":
+                    real = real.contiguous(memory_format=torch.channels_last)
+                monitor.record(state.step + 1, train_step(state, loss_fn, cfg, real), len(real) * world)
+                if rank == 0 and state.step % cfg.sample_every == 0:
+                    monitor.save_samples(state.step, state.ema, real)
+                if rank == 0 and state.step % cfg.checkpoint_every == 0:
+                    save_checkpoint(state_dict(state, cfg), ckpt_path)
+    finally:
+        if rank == 0 and state.step > 0:
+            save_checkpoint(state_dict(state, cfg), ckpt_path)
+    if rank == 0:
+        from train.export import export_model
+
+        export_model(state.ema, cfg, out / "model")
+    if dist.is_initialized():
+        dist.barrier()
+    return out / "model"
