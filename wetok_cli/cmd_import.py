@@ -1,0 +1,109 @@
+"""``wetok import`` (official checkpoint → model directory) and ``wetok fit-prior`` (entropy tables)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wetok.config import PRESETS
+
+DTYPES = {"fp32": "float32", "fp16": "float16"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@click.command("import")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--preset", type=click.Choice(list(PRESETS)), metavar="NAME",
+              help="Its released configuration: wetok-imagenet-f{8,16}, wetok-gd-ratio{24,48,192,768}, "
+                   "magvit2-f{8,16}-2p18 (docs/import.md).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Hyperparameters in the release's names (JSON, or the release's YAML with PyYAML).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model directory to create.")
+@click.option("--dtype", type=click.Choice(list(DTYPES)), default="fp32", show_default=True,
+              help="Precision of the saved weights.")
+@click.option("--force", is_flag=True, help="Replace an existing model directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the model summary as JSON on stdout.")
+def import_cmd(checkpoint: Path, preset: str | None, config_file: Path | None, out: Path, dtype: str,
+               force: bool, as_json: bool) -> None:
+    """Turn an official WeTok / Open-MAGVIT2 checkpoint into a wetok model directory.
+
+    CHECKPOINT is the release's Lightning .ckpt (loaded without executing code), a plain state dict or a
+    .safetensors file. The deployed EMA weights are taken, the discriminator and LPIPS weights dropped, and
+    every shape checked before anything is written. The directory gets uniform entropy tables; fit real
+    ones with `wetok fit-prior`.
+    """
+    import torch
+
+    from wetok.convert import CheckpointError, import_checkpoint, resolve_config
+
+    if (preset is None) == (config_file is None):
+        raise click.UsageError("give exactly one of --preset NAME or --config FILE")
+    try:
+        config = resolve_config(preset, config_file)
+        report = import_checkpoint(checkpoint, config, out, dtype=getattr(torch, DTYPES[dtype]), force=force)
+    except CheckpointError as e:
+        raise click.ClickException(str(e)) from None
+    summary = report.summary()
+    _print_summary(f"imported {checkpoint.name} → {out}", summary)
+    if as_json:
+        click.echo(json.dumps({**summary, "out": str(out)}, indent=2))
+
+
+@click.command("fit-prior")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Images per batch.")
+@click.option("--device", default="cpu", show_default=True, help="Torch device to encode on, e.g. cuda.")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON on stdout.")
+def fit_prior_cmd(model_dir: Path, images: tuple[Path, ...], batch_size: int, device: str,
+                  as_json: bool) -> None:
+    """Fit MODEL_DIR's per-group token frequency tables on IMAGES (files or folders of images).
+
+    Each image is padded to a multiple of the model's downsampling factor and encoded; the counts replace
+    the model directory's prior.json.
+    """
+    from wetok.convert import CheckpointError, fit_model_prior
+
+    paths = expand_images(images)
+    if not paths:
+        raise click.UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) among the given paths")
+    try:
+        n_tokens = fit_model_prior(model_dir, paths, batch_size=batch_size, device=device)
+    except CheckpointError as e:
+        raise click.ClickException(str(e)) from None
+    summary = {"model_dir": str(model_dir), "images": len(paths), "tokens": n_tokens}
+    click.echo(f"fitted {model_dir / 'prior.json'} on {len(paths)} images ({n_tokens} tokens)", err=True)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+
+
+def expand_images(paths: tuple[Path, ...]) -> list[Path]:
+    """Files as given; folders expanded to the image files inside them (recursively, sorted)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            found.append(path)
+    return found
+
+
+def _print_summary(title: str, s: dict[str, Any]) -> None:
+    families = ", ".join(s["raw_families"])
+    raw = f", raw {s['raw_tensors']} ({families}: no EMA copy)" if s["raw_tensors"] else ""
+    rows = [
+        ("preset", s["preset"]) if s["preset"] else ("config", s["name"]),
+        ("params", f"{s['params'] / 1e6:.1f}M ({s['params']:,})"),
+        ("f / g / d'", f"{s['f']} / {s['g']} / {s['d_prime']}  "
+                       f"({s['bits_per_token']} bits/token, {s['bpp']:g} bpp raw)"),
+        ("generative", "yes" if s["generative"] else "no"),
+        ("weights", f"EMA {s['ema_tensors']}{raw}; ignored {s['ignored_tensors']} loss/bookkeeping tensors"),
+        ("fingerprint", s["fingerprint"]),
+    ]
+    click.echo(title, err=True)
+    for key, value in rows:
+        click.echo(f"  {key:<12}{value}", err=True)
