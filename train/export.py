@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,9 +26,10 @@ def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
     ema = ema.eval()
     ema.save_pretrained(directory, dtype=EXPORT_DTYPES[cfg.export_dtype])
     model = Tokenizer.from_pretrained(directory, device=ema.device)
-    crop = max(cfg.crop, 256)
-    try:
-        data = CropDataset(cfg.data, crop, seed=cfg.seed + 1, rescale=False)
+    try:  # larger crops than training when the data allows: closer to the images people compress
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = CropDataset(cfg.data, max(cfg.crop, 256), seed=cfg.seed + 1, rescale=False)
     except ValueError:
         data = CropDataset(cfg.data, cfg.crop, seed=cfg.seed + 1, rescale=False)
     batches = (model.encode(data[i].unsqueeze(0)) for i in range(cfg.prior_images))

@@ -191,16 +191,18 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
     state = build_state(cfg, device, world)
-    if resume and ckpt_path.is_file():
-        load_state(state, load_checkpoint(ckpt_path))
-    elif resume:
+    if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+    ckpt = load_checkpoint(ckpt_path) if resume else None
+    # The loader draws its worker seed from the global RNG: create it before the RNG state is restored.
+    batches = iter(make_loader(cfg, ckpt["step"] if ckpt else 0, rank, world))
+    if ckpt is not None:
+        load_state(state, ckpt)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.resolved.json")
     loss_fn = GeneratorLoss(cfg, load_perceptual_loss(cfg, device))
     monitor = Monitor(cfg, out, enabled=rank == 0, quiet=quiet)
-    batches = iter(make_loader(cfg, state.step, rank, world))
     try:
         with monitor:
             while state.step < cfg.steps:

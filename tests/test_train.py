@@ -1,0 +1,159 @@
+"""Training: both stages end to end through the CLI, exact resume, atomic checkpoints, DDP replicas."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+from PIL import Image
+
+from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from train.config import TrainConfig, load_config
+from train.data import CropDataset
+from train.loop import train
+from wetok import Tokenizer
+from wetok_cli.cmd_train import train_cmd
+
+
+def _make_images(folder: Path, n: int = 6, size: int = 48) -> Path:
+    """Smooth random colour images (gradients + blobs), plus one too small and one unreadable file."""
+    rng = np.random.default_rng(0)
+    sub = folder / "nested"
+    sub.mkdir(parents=True)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        a = rng.uniform(0, 1, (3, 3))
+        img = np.stack([a[c, 0] * xx + a[c, 1] * yy + a[c, 2] * np.sin(6 * xx * (i + 1)) for c in range(3)], -1)
+        Image.fromarray((np.clip(img / img.max(), 0, 1) * 255).astype(np.uint8)).save(sub / f"img{i}.png")
+    Image.new("RGB", (8, 8)).save(folder / "small.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _make_images(tmp_path_factory.mktemp("data"))
+
+
+def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base = {"model": "tiny", "data": str(data), "out": str(out), "crop": 32, "batch_size": 4, "steps": 6,
+            "lr": 1e-3, "perceptual": "none", "disc_channels": 8, "log_every": 2, "sample_every": 3,
+            "checkpoint_every": 3, "prior_images": 4}
+    base.update(kw)
+    return TrainConfig.from_dict(base | {"model": {"preset": base["model"]}})
+
+
+def test_dataset_skips_small_and_broken_images(data: Path) -> None:
+    with pytest.warns(UserWarning, match="skipping"):
+        ds = CropDataset(data, 16)
+    assert len(ds.images) == 6
+    assert torch.equal(ds[5], ds[5]) and ds[5].shape == (3, 16, 16)
+    assert ds[5].min() >= -1 and ds[5].max() <= 1
+
+
+def test_config_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('model = "tiny"\nsteps = 5\n')
+    cfg = load_config(path, ["model.groups=4", "lr_drops=[3]", "out=runs/x"])
+    assert cfg.steps == 5 and cfg.model.groups == 4 and cfg.lr_drops == (3,) and cfg.out == "runs/x"
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        load_config(path, ["stepz=1"])
+
+
+def test_both_stages_end_to_end_through_cli(tmp_path: Path, data: Path) -> None:
+    runner = CliRunner()
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    common = ["-s", 'model="tiny"', "-s", "crop=32", "-s", "batch_size=4", "-s", "lr=2e-3", "-s", 'perceptual="none"',
+              "-s", "disc_channels=8", "-s", "log_every=5", "-s", "sample_every=20", "-s", "prior_images=4", "-q", "--data", str(data)]
+    r = runner.invoke(train_cmd, [*common, "--out", str(s1), "-s", "steps=40", "-s", "adversarial_weight=0"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in (s1 / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["rec/l1"] < rows[0]["rec/l1"]  # it learns
+    assert len(rows[-1]["gq/usage"]) == 2 and rows[-1]["img_per_s"] > 0
+    assert (s1 / "config.resolved.json").is_file() and list((s1 / "samples").glob("*.png"))
+    model1 = Tokenizer.from_pretrained(s1 / "model")
+    assert not model1.config.generative and (s1 / "model" / "prior.json").is_file()
+
+    r = runner.invoke(train_cmd, [*common, "--out", str(s2), "--stage", "2", "--init-from", str(s1 / "model"),
+                                  "-s", "steps=6"])
+    assert r.exit_code == 0, r.output
+    model2 = Tokenizer.from_pretrained(s2 / "model")
+    assert model2.config.generative
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.equal(model2.encode(x), model1.encode(x))  # encoder and quantizer frozen in stage 2
+    rows = [json.loads(line) for line in (s2 / "metrics.jsonl").read_text().splitlines()]
+    assert "adv/gen" in rows[-1] and "gq/entropy" not in rows[-1]
+
+
+def test_cli_usage_errors(tmp_path: Path) -> None:
+    r = CliRunner().invoke(train_cmd, ["-s", "steps=1"])
+    assert r.exit_code == 2 and "no training data" in r.output
+    r = CliRunner().invoke(train_cmd, ["--data", str(tmp_path), "-s", "bogus=1"])
+    assert r.exit_code == 2 and "bogus" in r.output
+
+
+def test_resume_is_exact(tmp_path: Path, data: Path) -> None:
+    train(_cfg(data, tmp_path / "a"), quiet=True)
+    train(_cfg(data, tmp_path / "b", steps=3), quiet=True)
+    train(_cfg(data, tmp_path / "b"), resume=True, quiet=True)
+    a, b = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME), load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
+    assert a["step"] == b["step"] == 6
+    for part in ("model", "ema", "disc"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / CHECKPOINT_NAME
+    save_checkpoint({"step": 1}, path)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # a kill in the middle of writing
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"step": 2}, path)
+    assert load_checkpoint(path)["step"] == 1
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from train.loop import build_state, pick_device, train_step
+    from train.losses import GeneratorLoss
+
+    cfg = _cfg(Path(data), Path(out), steps=3)
+    device = pick_device("cpu")
+    dist.init_process_group("gloo")
+    state = build_state(cfg, device, world)
+    loss_fn = GeneratorLoss(cfg, None)
+    ds = CropDataset(cfg.data, cfg.crop)
+    for step in range(cfg.steps):
+        batch = torch.stack([ds[(step * world + rank) * cfg.batch_size + k] for k in range(cfg.batch_size)])
+        train_step(state, loss_fn, cfg, batch)
+    flat = torch.cat([p.detach().flatten() for p in state.tokenizer.parameters()])
+    torch.save(flat, f"{result}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_ddp_replicas_stay_identical(tmp_path: Path, data: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = str(tmp_path / "params")
+    mp.spawn(_ddp_worker, args=(2, port, str(data), str(tmp_path / "run"), result), nprocs=2, join=True)
+    p0, p1 = torch.load(f"{result}.0"), torch.load(f"{result}.1")
+    assert torch.equal(p0, p1)
+    torch.manual_seed(0)
+    assert not torch.equal(p0, torch.cat([p.flatten() for p in Tokenizer(_cfg(data, tmp_path).model).parameters()]))
