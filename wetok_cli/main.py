@@ -1,18 +1,103 @@
-"""The ``wetok`` command line (Click group). Commands live one per module; no model logic here."""
+"""The ``wetok`` command line (Click group). Commands live one per module; no model logic here.
+
+Shell completion is Click's: ``eval "$(_WETOK_COMPLETE=bash_source wetok)"`` (zsh_source, fish_source).
+"""
 
 from __future__ import annotations
 
+import importlib
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
 import click
 
-from wetok_cli.cmd_train import train_cmd
+from wetok_cli.common import Settings, WetokGroup
+
+# Commands are imported when used, so `wetok --version`, `--help` and completion do not load torch.
+COMMANDS = {
+    "compress": "wetok_cli.cmd_compress:compress_cmd",
+    "decompress": "wetok_cli.cmd_compress:decompress_cmd",
+    "info": "wetok_cli.cmd_info:info_cmd",
+    "models": "wetok_cli.cmd_info:models_cmd",
+    "train": "wetok_cli.cmd_train:train_cmd",
+    "eval": "wetok_cli.cmd_eval:eval_cmd",
+    "import": "wetok_cli.cmd_import:import_cmd",
+    "fit-prior": "wetok_cli.cmd_import:fit_prior_cmd",
+}
 
 
-@click.group()
-def cli() -> None:
-    """wetok: compress images to .wtk token files with WeTok, and back."""
+class LazyGroup(WetokGroup):
+    """A :class:`WetokGroup` whose subcommands are the entries of :data:`COMMANDS`, imported on use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            return _unavailable(name)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        names = [CompletionItem(n) for n in COMMANDS if n.startswith(incomplete)]
+        return names + click.Command.shell_complete(self, ctx, incomplete)
 
 
-cli.add_command(train_cmd)
+def _unavailable(name: str) -> click.Command:
+    """A stand-in for a command whose module is not part of this build."""
+
+    @click.command(name, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stand_in(args: tuple[str, ...]) -> None:
+        raise click.ClickException(f"`wetok {name}` is not available in this build of wetok")
+
+    stand_in.help = "(not available in this build of wetok)"
+    return stand_in
+
+
+def _version_of(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"wetok {_version_of('wetok')} (torch {_version_of('torch')}, "
+               f"Python {platform.python_version()})")
+    ctx.exit()
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print the versions of wetok, torch and Python, then exit.")
+@click.option("--debug", is_flag=True, envvar="WETOK_DEBUG",
+              help="Show Python tracebacks instead of one-line errors (also WETOK_DEBUG=1).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """wetok: compress images to .wtk token files with WeTok, and back.
+
+    \b
+      wetok compress photo.png                 # -> photo.wtk
+      wetok decompress photo.wtk -o out.png    # -> out.png
+      cat a.png | wetok compress - | wetok decompress - > b.png
+      wetok info photo.wtk; wetok models
+
+    Data goes to stdout only for '-'; summaries, progress and errors go to stderr. Exit status: 0 success,
+    1 some inputs failed (the others are still processed), 2 usage error.
+    """
+    ctx.obj = Settings(debug=debug)
+
 
 if __name__ == "__main__":
-    cli()
+    cli(prog_name="wetok")

@@ -1,0 +1,364 @@
+"""Plumbing shared by the ``wetok`` commands: inputs, outputs, errors, progress and summaries.
+
+The conventions are gzip's and cwebp's. Data goes to stdout only when asked for with ``-``; summaries,
+warnings, progress and errors go to stderr; ``--json`` prints one JSON object per input on stdout instead of
+the summaries. One failing input does not stop the others. Exit codes: 0 success, 1 some input failed,
+2 usage error. Library errors become one line; ``wetok --debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+STDIO = Path("-")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pnm")
+WTK_SUFFIX = ".wtk"
+_GLOB_CHARS = frozenset("*?[")
+
+
+# -- global settings ---------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    """Options of the ``wetok`` group that every command sees (``ctx.obj``)."""
+
+    debug: bool = False
+
+
+def settings() -> Settings:
+    ctx = click.get_current_context(silent=True)
+    found = ctx.find_object(Settings) if ctx else None
+    return found or Settings(debug=os.environ.get("WETOK_DEBUG", "") not in ("", "0"))
+
+
+# -- errors ------------------------------------------------------------------------------------------
+class InputError(click.ClickException):
+    """One input cannot be processed (the message names the problem; the reporter adds the input)."""
+
+
+class UsageProblem(click.ClickException):
+    """A command line that cannot work as given: one line, exit status 2 (Click's ``UsageError`` would
+    also print the usage text, which is noise when the syntax itself was fine)."""
+
+    exit_code = 2
+
+
+def user_message(exc: BaseException, name: str = "") -> str | None:
+    """A one-line message for an error the user can fix, or ``None`` for what looks like a bug.
+
+    ``name`` is the input being reported, left out of the message where it would repeat it."""
+    if isinstance(exc, click.ClickException):
+        return exc.format_message()
+    if type(exc).__name__ == "UnidentifiedImageError":  # PIL's; an OSError without errno
+        return "not an image, or a format Pillow cannot read"
+    if type(exc).__name__ == "DecompressionBombError":
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = str(exc.filename) if exc.filename is not None else name
+        return exc.strerror if where == name else f"{exc.strerror}: {where}"
+    if isinstance(exc, _library_errors()):
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def _library_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes of :mod:`wetok` that carry one-line messages meant for users."""
+    found: list[type[BaseException]] = []
+    for module, names in (("wetok.format", ("WtkFormatError", "ModelMismatchError")),
+                          ("wetok.zoo", ("ModelNotFoundError",)), ("wetok.prior", ("PriorError",)),
+                          ("wetok.convert", ("CheckpointError",))):
+        mod = sys.modules.get(module)  # only what is already imported: classes not loaded cannot be raised
+        found += [getattr(mod, n) for n in names if mod is not None and hasattr(mod, n)]
+    return tuple(found)
+
+
+def internal_message(exc: BaseException) -> str:
+    return f"internal error: {type(exc).__name__}: {exc} (run `wetok --debug ...` for the traceback)"
+
+
+class WetokGroup(click.Group):
+    """A Click group that turns stray library exceptions into one line (traceback with ``--debug``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise
+        except KeyboardInterrupt:
+            click.echo("wetok: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:
+            if settings().debug:
+                raise
+            raise click.ClickException(user_message(e) or internal_message(e)) from None
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Input:
+    """An input file (``path == STDIO`` for stdin) and its name relative to the argument it came from."""
+
+    path: Path
+    rel: Path
+
+    @property
+    def is_stdin(self) -> bool:
+        return self.path == STDIO
+
+    @property
+    def display(self) -> str:
+        return "<stdin>" if self.is_stdin else str(self.path)
+
+
+def expand_inputs(args: Sequence[str], suffixes: Iterable[str]) -> tuple[list[Input], list[tuple[str, str]]]:
+    """Files as given, folders searched recursively for ``suffixes``, quoted globs expanded, ``-`` stdin.
+
+    Returns ``(inputs, problems)``; a problem is ``(argument, message)`` for an argument that names
+    nothing. Missing files are kept as inputs so they fail, one line each, where they are opened.
+    """
+    wanted = tuple(s.lower() for s in suffixes)
+    inputs: list[Input] = []
+    problems: list[tuple[str, str]] = []
+    for arg in args:
+        path = Path(arg)
+        if arg == "-":
+            if any(i.is_stdin for i in inputs):
+                raise UsageProblem("stdin ('-') can be given only once")
+            inputs.append(Input(STDIO, Path("stdin")))
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+            inputs += [Input(p, p.relative_to(path)) for p in found]
+            if not found:
+                problems.append((arg, f"no {'/'.join(wanted)} files in this folder"))
+        elif not path.exists() and _GLOB_CHARS & set(arg):
+            matches = sorted(Path(m) for m in glob.glob(arg, recursive=True))
+            root = _glob_root(path)
+            inputs += [Input(m, m.relative_to(root)) for m in matches if m.is_file()]
+            if not matches:
+                problems.append((arg, "no files match this pattern"))
+        else:
+            inputs.append(Input(path, Path(path.name)))
+    return inputs, problems
+
+
+def _glob_root(pattern: Path) -> Path:
+    """The folder a glob searches from: its leading components free of wildcards (``a/**/*.png`` → ``a``)."""
+    parts = pattern.parts
+    first = next((i for i, part in enumerate(parts) if _GLOB_CHARS & set(part)), len(parts) - 1)
+    return Path(*parts[:first])
+
+
+def read_input(item: Input) -> bytes:
+    """The whole input: a file's bytes, or stdin's."""
+    if item.is_stdin:
+        return sys.stdin.buffer.read()
+    return item.path.read_bytes()
+
+
+# -- outputs -----------------------------------------------------------------------------------------
+def output_paths(inputs: Sequence[Input], out: str | None, suffix: str) -> list[Path]:
+    """Where each input's result goes.
+
+    No ``-o``: beside the input with ``suffix`` (stdin → stdout). ``-o -``: stdout (one input only).
+    ``-o DIR`` (an existing folder, a path ending in ``/``, or any path when there are several inputs):
+    ``DIR/<name relative to its argument><suffix>``. Otherwise ``-o`` is the one output file.
+    """
+    if out is None:
+        return [STDIO if i.is_stdin else i.path.with_suffix(suffix) for i in inputs]
+    if out == "-":
+        if len(inputs) > 1:
+            raise UsageProblem("-o - (stdout) takes a single input")
+        return [STDIO]
+    path = Path(out)
+    if not (path.is_dir() or out.endswith(("/", os.sep)) or len(inputs) > 1):
+        return [path]
+    if path.exists() and not path.is_dir():
+        raise UsageProblem(f"-o {out}: with several inputs -o must be a folder, and this is a file")
+    return [path / i.rel.with_suffix(suffix) for i in inputs]
+
+
+def check_stdio(inputs: Sequence[Input], outputs: Sequence[Path], force: bool) -> None:
+    """Refuse binary data to or from a terminal, as gzip does (``--force`` writes it anyway)."""
+    if any(i.is_stdin for i in inputs) and _isatty(sys.stdin):
+        raise UsageProblem("refusing to read binary data from a terminal; pipe a file into '-'")
+    if STDIO in outputs and _isatty(sys.stdout) and not force:
+        raise UsageProblem("refusing to write binary data to a terminal; redirect stdout (or --force)")
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Refuse to replace an existing file unless ``force``."""
+    if path != STDIO and path.exists() and not force:
+        raise InputError(f"{path} already exists; use --force to overwrite it, or -o to write elsewhere")
+    if path != STDIO and path.is_dir():
+        raise InputError(f"{path} is a folder")
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write ``data`` to stdout (``-``) or atomically to ``path``: no reader ever sees half a file."""
+    if path == STDIO:
+        stream = sys.stdout.buffer
+        stream.write(data)
+        stream.flush()
+        return
+    try:
+        _replace_atomically(path, data)
+    except OSError as e:  # name the file the user asked for, not the temporary one
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# -- reporting ---------------------------------------------------------------------------------------
+@dataclass
+class Reporter:
+    """Prints per-input summaries (stderr) or JSON lines (stdout), errors and an optional progress bar."""
+
+    quiet: bool = False
+    verbose: bool = False
+    as_json: bool = False
+    failures: int = 0
+    _console: Any = None
+
+    def done(self, line: str, record: dict[str, Any]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(record, default=str))
+        elif not self.quiet:
+            self.err(line)
+
+    def fail(self, name: str, exc: BaseException) -> None:
+        """Report one failed input; re-raise when ``--debug`` asks for the traceback."""
+        message = user_message(exc, name)
+        if settings().debug:
+            raise exc
+        self.failures += 1
+        self.err(f"Error: {name}: {message or internal_message(exc)}")
+        if self.as_json:
+            click.echo(json.dumps({"input": name, "error": message or internal_message(exc)}))
+
+    def warn(self, name: str, message: str) -> None:
+        if not self.quiet:
+            self.err(f"Warning: {name}: {message}")
+
+    def info(self, message: str) -> None:
+        if self.verbose:
+            self.err(message)
+
+    def err(self, line: str) -> None:
+        if self._console is not None:
+            self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            click.echo(line, err=True)
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Callable[[], None]]:
+        """A rich progress bar on stderr, only when stderr is a terminal and there are several inputs."""
+        if self.quiet or total < 2 or not _isatty(sys.stderr):
+            yield lambda: None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(label, total=total)
+            self._console = console
+            try:
+                yield lambda: bar.advance(task)
+            finally:
+                self._console = None
+
+    def finish(self) -> None:
+        """Exit with status 1 if any input failed."""
+        if self.failures:
+            raise click.exceptions.Exit(1)
+
+
+def run_each(items: Sequence[Any], names: Sequence[str], work: Callable[[Any], None], reporter: Reporter,
+             label: str) -> None:
+    """Call ``work(item)`` on each item, reporting failures and going on; warnings become report lines."""
+    with reporter.progress(len(items), label) as advance:
+        for item, name in zip(items, names, strict=True):
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    work(item)
+                for w in caught:  # wetok's own (e.g. alpha dropped); others only with -v
+                    if w.category.__module__.startswith("wetok") or reporter.verbose:
+                        reporter.warn(name, str(w.message))
+            except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Click does
+                raise
+            except Exception as e:
+                reporter.fail(name, e)
+            advance()
+
+
+def report_problems(problems: Iterable[tuple[str, str]], reporter: Reporter) -> None:
+    for name, message in problems:
+        reporter.fail(name, InputError(message))
+
+
+# -- shared options ----------------------------------------------------------------------------------
+def reporting_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``-q/--quiet``, ``-v/--verbose`` and ``--json`` for commands that handle many inputs."""
+    f = click.option("--json", "as_json", is_flag=True,
+                     help="One JSON object per input on stdout (instead of summaries on stderr).")(f)
+    f = click.option("-v", "--verbose", is_flag=True, help="Also say what is loaded, and timings.")(f)
+    return click.option("-q", "--quiet", is_flag=True, help="No summaries, no progress bar; errors only.")(f)
+
+
+def device_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                        show_default=True, help="Where the model runs; auto = cuda when available.")(f)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageProblem("--device cuda: no CUDA device is available (try --device cpu)")
+    return device
+
+
+def human_bytes(n: int) -> str:
+    return f"{n} B" if n < 10_000 else f"{n / 1024:.1f} KiB" if n < 10_000_000 else f"{n / 2**20:.1f} MiB"
