@@ -46,16 +46,26 @@ def main() -> None:
     rows = []
     for name, model in CANDIDATES.items():
         params = sum(p.numel() for p in __import__("wetok").Tokenizer(model).parameters()) / 1e6
-        for label, kw in [("rec only", {"adversarial_weight": 0.0, "perceptual": "none"}),
-                          ("+perc", {"adversarial_weight": 0.0}),
-                          ("+perc+gan32", {"disc_channels": 32}),
-                          ("+perc+gan64", {"disc_channels": 64})]:
-            rows.append({"model": name, "params_M": round(params, 2), "losses": label,
-                         "img_per_s": round(measure(model, args, **kw), 2)})
+        for label, kw in [
+            ("rec only", {"adversarial_weight": 0.0, "perceptual": "none"}),
+            ("+perc", {"adversarial_weight": 0.0}),
+            ("+perc+gan32", {"disc_channels": 32}),
+            ("+perc+gan64", {"disc_channels": 64}),
+        ]:
+            rows.append(
+                {
+                    "model": name,
+                    "params_M": round(params, 2),
+                    "losses": label,
+                    "img_per_s": round(measure(model, args, **kw), 2),
+                }
+            )
             if not args.json:
                 r = rows[-1]
-                print(f"{r['model']:<22} {r['params_M']:>6.2f}M {r['losses']:<14} {r['img_per_s']:>6.2f} img/s",
-                      flush=True)
+                print(
+                    f"{r['model']:<22} {r['params_M']:>6.2f}M {r['losses']:<14} {r['img_per_s']:>6.2f} img/s",
+                    flush=True,
+                )
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "crop": args.crop, "rows": rows}))
 

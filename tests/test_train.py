@@ -30,7 +30,9 @@ def _make_images(folder: Path, n: int = 6, size: int = 48) -> Path:
     yy, xx = np.mgrid[0:size, 0:size] / size
     for i in range(n):
         a = rng.uniform(0, 1, (3, 3))
-        img = np.stack([a[c, 0] * xx + a[c, 1] * yy + a[c, 2] * np.sin(6 * xx * (i + 1)) for c in range(3)], -1)
+        img = np.stack(
+            [a[c, 0] * xx + a[c, 1] * yy + a[c, 2] * np.sin(6 * xx * (i + 1)) for c in range(3)], -1
+        )
         Image.fromarray((np.clip(img / img.max(), 0, 1) * 255).astype(np.uint8)).save(sub / f"img{i}.png")
     Image.new("RGB", (8, 8)).save(folder / "small.png")
     (folder / "broken.jpg").write_bytes(b"not an image")
@@ -43,9 +45,21 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
-    base = {"model": "tiny", "data": str(data), "out": str(out), "crop": 32, "batch_size": 4, "steps": 6,
-            "lr": 1e-3, "perceptual": "none", "disc_channels": 8, "log_every": 2, "sample_every": 3,
-            "checkpoint_every": 3, "prior_images": 4}
+    base = {
+        "model": "tiny",
+        "data": str(data),
+        "out": str(out),
+        "crop": 32,
+        "batch_size": 4,
+        "steps": 6,
+        "lr": 1e-3,
+        "perceptual": "none",
+        "disc_channels": 8,
+        "log_every": 2,
+        "sample_every": 3,
+        "checkpoint_every": 3,
+        "prior_images": 4,
+    }
     base.update(kw)
     return TrainConfig.from_dict(base | {"model": {"preset": base["model"]}})
 
@@ -70,8 +84,29 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
 def test_both_stages_end_to_end_through_cli(tmp_path: Path, data: Path) -> None:
     runner = CliRunner()
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
-    common = ["-s", 'model="tiny"', "-s", "crop=32", "-s", "batch_size=4", "-s", "lr=2e-3", "-s", 'perceptual="none"',
-              "-s", "disc_channels=8", "-s", "log_every=5", "-s", "sample_every=20", "-s", "prior_images=4", "-q", "--data", str(data)]
+    common = [
+        "-s",
+        'model="tiny"',
+        "-s",
+        "crop=32",
+        "-s",
+        "batch_size=4",
+        "-s",
+        "lr=2e-3",
+        "-s",
+        'perceptual="none"',
+        "-s",
+        "disc_channels=8",
+        "-s",
+        "log_every=5",
+        "-s",
+        "sample_every=20",
+        "-s",
+        "prior_images=4",
+        "-q",
+        "--data",
+        str(data),
+    ]
     r = runner.invoke(train_cmd, [*common, "--out", str(s1), "-s", "steps=40", "-s", "adversarial_weight=0"])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in (s1 / "metrics.jsonl").read_text().splitlines()]
@@ -81,8 +116,10 @@ def test_both_stages_end_to_end_through_cli(tmp_path: Path, data: Path) -> None:
     model1 = Tokenizer.from_pretrained(s1 / "model")
     assert not model1.config.generative and (s1 / "model" / "prior.json").is_file()
 
-    r = runner.invoke(train_cmd, [*common, "--out", str(s2), "--stage", "2", "--init-from", str(s1 / "model"),
-                                  "-s", "steps=6"])
+    r = runner.invoke(
+        train_cmd,
+        [*common, "--out", str(s2), "--stage", "2", "--init-from", str(s1 / "model"), "-s", "steps=6"],
+    )
     assert r.exit_code == 0, r.output
     model2 = Tokenizer.from_pretrained(s2 / "model")
     assert model2.config.generative
@@ -103,7 +140,10 @@ def test_resume_is_exact(tmp_path: Path, data: Path) -> None:
     train(_cfg(data, tmp_path / "a"), quiet=True)
     train(_cfg(data, tmp_path / "b", steps=3), quiet=True)
     train(_cfg(data, tmp_path / "b"), resume=True, quiet=True)
-    a, b = load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME), load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
+    a, b = (
+        load_checkpoint(tmp_path / "a" / CHECKPOINT_NAME),
+        load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME),
+    )
     assert a["step"] == b["step"] == 6
     for part in ("model", "ema", "disc"):
         for k in a[part]:
@@ -125,8 +165,13 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     import torch.distributed as dist
 
@@ -156,4 +201,6 @@ def test_ddp_replicas_stay_identical(tmp_path: Path, data: Path) -> None:
     p0, p1 = torch.load(f"{result}.0"), torch.load(f"{result}.1")
     assert torch.equal(p0, p1)
     torch.manual_seed(0)
-    assert not torch.equal(p0, torch.cat([p.flatten() for p in Tokenizer(_cfg(data, tmp_path).model).parameters()]))
+    assert not torch.equal(
+        p0, torch.cat([p.flatten() for p in Tokenizer(_cfg(data, tmp_path).model).parameters()])
+    )

@@ -1,13 +1,14 @@
-"""Training configuration: one TOML file plus ``key=value`` overrides; the resolved config is saved per run."""
+"""Training configuration: one TOML file plus ``key=value`` overrides; the resolved config is saved."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from wetok.config import TokenizerConfig
 

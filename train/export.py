@@ -16,7 +16,7 @@ EXPORT_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16":
 
 @torch.no_grad()
 def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (``cfg.export_dtype``) + ``prior.json`` into ``directory``.
+    """Write ``config.json``, ``model.safetensors`` (``cfg.export_dtype``) and ``prior.json``.
 
     The prior is fitted on tokens of ``cfg.prior_images`` training crops, encoded by the *exported* weights
     (after the dtype round trip), so the tables match what ``wetok compress`` will produce.

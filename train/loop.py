@@ -102,11 +102,17 @@ def build_state(cfg: TrainConfig, device: torch.device, world: int) -> State:
 
 def state_dict(state: State, cfg: TrainConfig) -> dict:
     disc = state.disc.module if isinstance(state.disc, DDP) else state.disc
-    return {"config": cfg.to_dict(), "step": state.step, "model": state.tokenizer.state_dict(),
-            "ema": state.ema.state_dict(), "opt_g": state.opt_g.state_dict(),
-            "disc": disc.state_dict() if disc is not None else None,
-            "opt_d": state.opt_d.state_dict() if state.opt_d is not None else None,
-            "adv": state.adv.state_dict(), "rng": rng_state()}
+    return {
+        "config": cfg.to_dict(),
+        "step": state.step,
+        "model": state.tokenizer.state_dict(),
+        "ema": state.ema.state_dict(),
+        "opt_g": state.opt_g.state_dict(),
+        "disc": disc.state_dict() if disc is not None else None,
+        "opt_d": state.opt_d.state_dict() if state.opt_d is not None else None,
+        "adv": state.adv.state_dict(),
+        "rng": rng_state(),
+    }
 
 
 def load_state(state: State, ckpt: dict) -> None:
@@ -170,8 +176,14 @@ def train_step(state: State, loss_fn: GeneratorLoss, cfg: TrainConfig, real: Ten
 def make_loader(cfg: TrainConfig, start_step: int, rank: int, world: int) -> DataLoader:
     dataset = CropDataset(cfg.data, cfg.crop, seed=cfg.seed)
     sampler = StepSampler(cfg.batch_size, start_step, rank, world)
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                      persistent_workers=cfg.num_workers > 0, drop_last=True)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+        drop_last=True,
+    )
 
 
 def load_perceptual_loss(cfg: TrainConfig, device: torch.device) -> nn.Module | None:

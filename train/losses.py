@@ -21,7 +21,11 @@ class PatchDiscriminator(nn.Module):
         c = channels
         layers: list[nn.Module] = [nn.Conv2d(3, c, 4, 2, 1), nn.LeakyReLU(0.2)]
         for cin, cout, stride in [(c, 2 * c, 2), (2 * c, 4 * c, 2), (4 * c, 8 * c, 1)]:
-            layers += [nn.Conv2d(cin, cout, 4, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(cin, cout, 4, stride, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.LeakyReLU(0.2),
+            ]
         layers.append(nn.Conv2d(8 * c, 1, 4, 1, 1))
         self.main = nn.Sequential(*layers)
         for m in self.modules():
@@ -52,8 +56,13 @@ class AdversarialLoss(nn.Module):
             self.ema_fake.lerp_(fake.mean(), 1 - self.lecam_decay)
         hinge = 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
         lecam = (F.relu(real - self.ema_fake) ** 2).mean() + (F.relu(self.ema_real - fake) ** 2).mean()
-        return {"adv/disc": hinge, "adv/lecam": lecam, "adv/total": hinge + self.lecam_weight * lecam,
-                "adv/logits_real": real.mean().detach(), "adv/logits_fake": fake.mean().detach()}
+        return {
+            "adv/disc": hinge,
+            "adv/lecam": lecam,
+            "adv/total": hinge + self.lecam_weight * lecam,
+            "adv/logits_real": real.mean().detach(),
+            "adv/logits_fake": fake.mean().detach(),
+        }
 
 
 class GeneratorLoss(nn.Module):
@@ -64,8 +73,9 @@ class GeneratorLoss(nn.Module):
         self.cfg = cfg
         self.perceptual = perceptual
 
-    def forward(self, recon: Tensor, target: Tensor, quantizer_losses: dict[str, Tensor],
-                fake_logits: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, recon: Tensor, target: Tensor, quantizer_losses: dict[str, Tensor], fake_logits: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.cfg
         terms: dict[str, Tensor] = {"rec/l1": (recon.float() - target.float()).abs().mean()}
         total = cfg.l1_weight * terms["rec/l1"]

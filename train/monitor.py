@@ -28,8 +28,14 @@ class Monitor:
         self.console = Console(stderr=True)
         self.bar = enabled and not quiet and sys.stderr.isatty()
         self.quiet = quiet
-        self.progress = Progress(TextColumn("stage {task.fields[stage]}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console)
+        self.progress = Progress(
+            TextColumn("stage {task.fields[stage]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+        )
         self._reset()
 
     def _reset(self) -> None:

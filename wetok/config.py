@@ -99,8 +99,15 @@ class TokenizerConfig:
 
 
 def _release(name: str, ch_mult: tuple[int, ...], groups: int, generative: bool = False) -> TokenizerConfig:
-    return TokenizerConfig(ch=256, ch_mult=ch_mult, num_res_blocks=4, groups=groups, group_bits=8,
-                           generative=generative, name=name)
+    return TokenizerConfig(
+        ch=256,
+        ch_mult=ch_mult,
+        num_res_blocks=4,
+        groups=groups,
+        group_bits=8,
+        generative=generative,
+        name=name,
+    )
 
 
 PRESETS: dict[str, TokenizerConfig] = {
@@ -112,14 +119,24 @@ PRESETS: dict[str, TokenizerConfig] = {
     "wetok-gd-ratio192": _release("wetok-gd-ratio192", (1, 1, 2, 2, 4), 4),
     "wetok-gd-ratio768": _release("wetok-gd-ratio768", (1, 1, 2, 2, 4, 8), 4, generative=True),
     # Open-MAGVIT2: one 18-bit group (LFQ).
-    "magvit2-f16-2p18": TokenizerConfig(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, groups=1,
-                                        group_bits=18, name="magvit2-f16-2p18"),
-    "magvit2-f8-2p18": TokenizerConfig(ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=4, groups=1,
-                                       group_bits=18, name="magvit2-f8-2p18"),
+    "magvit2-f16-2p18": TokenizerConfig(
+        ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, groups=1, group_bits=18, name="magvit2-f16-2p18"
+    ),
+    "magvit2-f8-2p18": TokenizerConfig(
+        ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=4, groups=1, group_bits=18, name="magvit2-f8-2p18"
+    ),
     # Small CPU-sized models.
     "tiny": TokenizerConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, groups=2, group_bits=4, name="tiny"),
-    "cpu-f16": TokenizerConfig(ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, groups=4, group_bits=8,
-                               name="cpu-f16"),
-    "cpu-f16-gd": TokenizerConfig(ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, groups=4, group_bits=8,
-                                  generative=True, name="cpu-f16-gd"),
+    "cpu-f16": TokenizerConfig(
+        ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, groups=4, group_bits=8, name="cpu-f16"
+    ),
+    "cpu-f16-gd": TokenizerConfig(
+        ch=32,
+        ch_mult=(1, 1, 2, 2, 4),
+        num_res_blocks=1,
+        groups=4,
+        group_bits=8,
+        generative=True,
+        name="cpu-f16-gd",
+    ),
 }

@@ -39,7 +39,9 @@ class Encoder(nn.Module):
         cin = cfg.ch
         for i, cout in enumerate(widths):
             down = nn.Conv2d(cout, cout, 3, stride=2, padding=1) if i < len(widths) - 1 else None
-            self.down.append(_Level(_blocks(cin, cout, cfg.num_res_blocks, cfg.norm_groups), down, "downsample"))
+            self.down.append(
+                _Level(_blocks(cin, cout, cfg.num_res_blocks, cfg.norm_groups), down, "downsample")
+            )
             cin = cout
         self.mid_block = _blocks(cin, cin, cfg.num_res_blocks, cfg.norm_groups)
         self.norm_out = norm(cin, cfg.norm_groups)
@@ -84,8 +86,9 @@ class Decoder(nn.Module):
         self.norm_out = norm(cin, cfg.norm_groups)
         self.conv_out = nn.Conv2d(cin, 3, 3, padding=1)
 
-    def forward(self, codes: Tensor, noise: Tensor | None = None,
-                style: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(
+        self, codes: Tensor, noise: Tensor | None = None, style: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         """``style`` overrides the codes' statistics (tiled decoding passes those of the whole image)."""
         style = style_stats(codes) if style is None else style
         if self.generative:

@@ -48,8 +48,9 @@ def codebook(group_bits: int, device: torch.device | None = None) -> Tensor:
     return (((k.unsqueeze(1) >> torch.arange(group_bits, device=device)) & 1) * 2 - 1).float()
 
 
-def entropy_terms(latent: Tensor, group_bits: int, temperature: float = 0.01,
-                  variant: str = "pooled") -> tuple[Tensor, Tensor]:
+def entropy_terms(
+    latent: Tensor, group_bits: int, temperature: float = 0.01, variant: str = "pooled"
+) -> tuple[Tensor, Tensor]:
     """Token entropy and codebook entropy of the soft assignments of a latent ``[B, d, h, w]``.
 
     Per group, ``p = softmax(2·⟨u, c⟩ / τ)`` over its ``2^{d'}`` codes. Token entropy is the mean of ``H(p)``
@@ -77,8 +78,9 @@ def entropy_terms(latent: Tensor, group_bits: int, temperature: float = 0.01,
 class GroupedLFQ(nn.Module):
     """Sign quantizer over ``groups`` groups of ``group_bits`` channels, with straight-through gradient."""
 
-    def __init__(self, *, groups: int, group_bits: int, temperature: float = 0.01,
-                 codebook_entropy: str = "pooled") -> None:
+    def __init__(
+        self, *, groups: int, group_bits: int, temperature: float = 0.01, codebook_entropy: str = "pooled"
+    ) -> None:
         super().__init__()
         self.groups, self.group_bits = groups, group_bits
         self.temperature, self.codebook_entropy = temperature, codebook_entropy
@@ -97,8 +99,12 @@ class GroupedLFQ(nn.Module):
         losses: dict[str, Tensor] = {}
         if with_losses:
             tok, cb = entropy_terms(latent, self.group_bits, self.temperature, self.codebook_entropy)
-            losses = {"gq/token_entropy": tok, "gq/codebook_entropy": cb, "gq/entropy": tok - cb,
-                      "gq/commitment": ((latent.float() - q.detach().float()) ** 2).mean()}
+            losses = {
+                "gq/token_entropy": tok,
+                "gq/codebook_entropy": cb,
+                "gq/entropy": tok - cb,
+                "gq/commitment": ((latent.float() - q.detach().float()) ** 2).mean(),
+            }
         return QuantizerOutput(codes, indices, losses)
 
     def indices_to_codes(self, indices: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -46,9 +46,12 @@ class Tokenizer(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.quantizer = GroupedLFQ(groups=config.groups, group_bits=config.group_bits,
-                                    temperature=config.entropy_temperature,
-                                    codebook_entropy=config.codebook_entropy)
+        self.quantizer = GroupedLFQ(
+            groups=config.groups,
+            group_bits=config.group_bits,
+            temperature=config.entropy_temperature,
+            codebook_entropy=config.codebook_entropy,
+        )
         self.decoder = Decoder(config)
         self._fingerprint: str | None = None
 
@@ -66,7 +69,9 @@ class Tokenizer(nn.Module):
         """Images ``[B, 3, H, W]`` in ``[-1, 1]`` → tokens ``[B, H/f, W/f, g]`` (int64, values < 2^{d'})."""
         f = self.config.downsample
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] % f or images.shape[3] % f:
-            raise ValueError(f"expected images [B, 3, H, W] with H, W multiples of {f}, got {tuple(images.shape)}")
+            raise ValueError(
+                f"expected images [B, 3, H, W] with H, W multiples of {f}, got {tuple(images.shape)}"
+            )
         return self.quantizer(self.encoder(images.to(self.device, self.dtype)), with_losses=False).indices
 
     def tokens_to_codes(self, tokens: Tensor) -> Tensor:
@@ -84,8 +89,14 @@ class Tokenizer(nn.Module):
         return noise.to(self.device, self.dtype)
 
     @torch.inference_mode()
-    def decode(self, tokens: Tensor, seed: int | None = None, noise_scale: float = 1.0,
-               noise: Tensor | None = None, style: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def decode(
+        self,
+        tokens: Tensor,
+        seed: int | None = None,
+        noise_scale: float = 1.0,
+        noise: Tensor | None = None,
+        style: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Tokens ``[B, h, w, g]`` → images ``[B, 3, h·f, w·f]`` clamped to ``[-1, 1]``.
 
         A generative model samples noise ``[B, d, h, w]`` from ``seed`` (or takes ``noise`` as given);
@@ -133,7 +144,9 @@ class Tokenizer(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in self.state_dict().items()}
         tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "wetok_config": json.dumps(self.config.to_dict())})
+        save_file(
+            state, str(tmp), metadata={"format": "pt", "wetok_config": json.dumps(self.config.to_dict())}
+        )
         tmp.replace(directory / WEIGHTS_NAME)
         tmp_cfg = directory / (CONFIG_NAME + ".tmp")
         self.config.save(tmp_cfg)

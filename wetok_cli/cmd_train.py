@@ -9,16 +9,30 @@ import click
 
 @click.command("train")
 @click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--set", "-s", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. -s steps=2000 -s model.groups=5 (repeatable).")
+@click.option(
+    "--set",
+    "-s",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. -s steps=2000 -s model.groups=5 (repeatable).",
+)
 @click.option("--data", type=click.Path(exists=True, path_type=Path), help="Folder of training images.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (checkpoints, logs, model).")
 @click.option("--stage", type=click.IntRange(1, 2), help="1: reconstruction, 2: generative decoder.")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), help="Stage-1 model for stage 2.")
 @click.option("--resume", is_flag=True, help="Continue exactly from the run directory's checkpoint.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def train_cmd(config: Path | None, overrides: tuple[str, ...], data: Path | None, out: Path | None,
-              stage: int | None, init_from: Path | None, resume: bool, quiet: bool) -> None:
+def train_cmd(
+    config: Path | None,
+    overrides: tuple[str, ...],
+    data: Path | None,
+    out: Path | None,
+    stage: int | None,
+    init_from: Path | None,
+    resume: bool,
+    quiet: bool,
+) -> None:
     """Train a WeTok tokenizer (stage 1 or 2) and export it as a model directory.
 
     CONFIG is a TOML file (see examples/train_default.toml); flags and --set override it. Multi-GPU:
@@ -27,9 +41,15 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], data: Path | None
     from train.config import load_config
     from train.loop import train
 
-    extra = [f"{k}={v!r}".replace("'", '"') for k, v in
-             (("data", data and str(data)), ("out", out and str(out)), ("init_from", init_from and str(init_from)))
-             if v]
+    extra = [
+        f"{k}={v!r}".replace("'", '"')
+        for k, v in (
+            ("data", data and str(data)),
+            ("out", out and str(out)),
+            ("init_from", init_from and str(init_from)),
+        )
+        if v
+    ]
     extra += [f"stage={stage}"] if stage else []
     try:
         cfg = load_config(config, [*extra, *overrides])
