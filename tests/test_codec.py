@@ -1,0 +1,309 @@
+"""The codec API: images of any size and mode, bit-exact token round trips, model ids, registry, tiling."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import wetok.codec as codec_mod
+from wetok import Tokenizer, TokenizerConfig, zoo
+from wetok.codec import Codec, compress, decode_tiled, decompress, encode_tiled, read_info
+from wetok.format import ModelMismatchError, WtkFormatError
+from wetok.image import (
+    ImageConversionWarning,
+    blend_weights,
+    core_spans,
+    pad_to_multiple,
+    tile_spans,
+    to_rgb_array,
+)
+from wetok.prior import fit_prior
+
+
+def tiny_model(seed: int = 0, generative: bool = False) -> Tokenizer:
+    torch.manual_seed(seed)
+    return Tokenizer(TokenizerConfig.preset("tiny").replace(generative=generative)).eval()
+
+
+def noise_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry folder with two tiny models: ``tiny-a`` (fitted prior) and ``tiny-b`` (no prior)."""
+    root = tmp_path_factory.mktemp("models")
+    model = tiny_model(0)
+    model.save_pretrained(root / "tiny-a")
+    tokens = [model.encode(torch.rand(2, 3, 32, 32) * 2 - 1)]
+    fit_prior(tokens, 2, 4).save(root / "tiny-a")
+    tiny_model(1).save_pretrained(root / "tiny-b")
+    return root
+
+
+@pytest.fixture
+def registry(model_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("WETOK_MODELS", str(model_root))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    return model_root
+
+
+@pytest.fixture(scope="module")
+def codec(model_root: Path) -> Codec:
+    return Codec.from_pretrained(model_root / "tiny-a")
+
+
+# -- round trips ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["raw", "static"])
+@pytest.mark.parametrize("size", [(37, 29), (1, 1), (16, 16), (3, 50)])
+def test_tokens_round_trip_bit_exact(codec: Codec, mode: str, size: tuple[int, int]) -> None:
+    tokens, got_size = codec.encode_tokens(noise_image(*size))
+    assert got_size == size and tokens.shape == (1, -(-size[0] // 2), -(-size[1] // 2), 2)
+    data = codec.pack_tokens(tokens, size, mode)
+    back, back_size = codec.unpack_tokens(data)
+    assert back_size == size and torch.equal(back, tokens)
+
+
+def test_pack_tokens_checks_shape_and_range(codec: Codec) -> None:
+    with pytest.raises(ValueError, match="do not fit"):
+        codec.pack_tokens(torch.zeros(1, 3, 3, 2, dtype=torch.int64), (8, 8))
+    with pytest.raises(ValueError, match="must lie in"):
+        codec.pack_tokens(torch.full((1, 4, 4, 2), 16), (8, 8))
+
+
+def test_compress_decompress_keeps_size(codec: Codec) -> None:
+    data = codec.compress(noise_image(37, 29))
+    image = codec.decompress(data)
+    assert image.mode == "RGB" and image.size == (29, 37)
+
+
+def test_static_is_used_when_it_saves_bytes(codec: Codec) -> None:
+    tokens = torch.zeros(1, 8, 8, 2, dtype=torch.int64) + torch.from_numpy(codec.prior.frequencies.argmax(1))
+    assert read_info(codec.pack_tokens(tokens, (16, 16))).mode == "static"
+    assert read_info(codec.pack_tokens(tokens, (16, 16), mode="raw")).mode == "raw"
+
+
+def test_read_info(codec: Codec) -> None:
+    data = codec.compress(noise_image(20, 30))
+    info = read_info(io.BytesIO(data), codec)
+    assert (info.height, info.width, info.groups, info.group_bits, info.downsample) == (20, 30, 2, 4, 2)
+    assert info.bytes == len(data) and info.fingerprint == codec.fingerprint
+    assert info.bpp == pytest.approx(8 * len(data) / 600)
+    assert info.ideal_bytes is not None and info.ideal_bytes <= len(data) + 1
+    assert read_info(data).ideal_bytes is None
+
+
+def test_module_level_wrappers_accept_a_bare_tokenizer() -> None:
+    model = tiny_model(2)
+    data = compress(noise_image(10, 12), model, mode="static")
+    assert read_info(data).mode == "raw"  # uniform prior: static never saves bytes
+    assert decompress(data, model).size == (12, 10)
+    with pytest.raises(TypeError):
+        compress(noise_image(4, 4), object())
+
+
+def test_file_object_versions(codec: Codec, tmp_path: Path) -> None:
+    png = io.BytesIO()
+    Image.fromarray(noise_image(9, 11)).save(png, format="PNG")
+    png.seek(0)
+    out = io.BytesIO()
+    n = codec.compress_file(png, out)
+    assert n == len(out.getvalue())
+    out.seek(0)
+    image = codec.decompress_file(out, tmp_path / "x.png")
+    assert Image.open(tmp_path / "x.png").size == image.size == (11, 9)
+    codec.compress_file(tmp_path / "x.png", tmp_path / "x.wtk")
+    buf = io.BytesIO()
+    codec.decompress_file(tmp_path / "x.wtk", buf)
+    assert buf.getvalue()[:4] == b"\x89PNG"
+
+
+def test_generative_seed_reproducible() -> None:
+    codec = Codec(tiny_model(3, generative=True))
+    data = codec.compress(noise_image(12, 12))
+    a, b = np.asarray(codec.decompress(data, seed=5)), np.asarray(codec.decompress(data, seed=5))
+    np.testing.assert_array_equal(a, b)
+    # conv_in's noise weights are random here, so another seed gives other pixels
+    assert not np.array_equal(a, np.asarray(codec.decompress(data, seed=6)))
+
+
+# -- model ids --------------------------------------------------------------------------------------------
+def test_fingerprint_covers_weights_and_prior(model_root: Path, codec: Codec) -> None:
+    plain = Codec(codec.model)
+    assert len(codec.fingerprint) == 6 and codec.fingerprint != plain.fingerprint
+    assert Codec.from_pretrained(model_root / "tiny-a").fingerprint == codec.fingerprint
+    assert zoo.model_fingerprint(model_root / "tiny-a") == codec.fingerprint
+
+
+def test_wrong_model_is_refused_by_name(registry: Path, codec: Codec) -> None:
+    data = codec.compress(noise_image(8, 8))
+    other = Codec.from_pretrained(registry / "tiny-b")
+    with pytest.raises(ModelMismatchError, match=f"{codec.fingerprint_hex} \\(tiny-a\\)") as err:
+        other.decompress(data)
+    assert err.value.expected == codec.fingerprint and "\n" not in str(err.value)
+
+
+def test_header_shape_must_match_model(codec: Codec) -> None:
+    from wetok import format as fmt
+    header, payload = fmt.unpack(codec.compress(noise_image(8, 8), mode="raw"))
+    bad = fmt.Header(header.fingerprint, "raw", 8, 8, downsample=1, groups=2, group_bits=4)
+    with pytest.raises(WtkFormatError, match="do not match"):
+        codec.unpack_tokens(fmt.pack(bad, b"\0" * bad.raw_payload_bytes))
+
+
+# -- registry ---------------------------------------------------------------------------------------------
+def test_registry(registry: Path, codec: Codec) -> None:
+    models = zoo.list_models()
+    assert [m.name for m in models][:2] == ["tiny-a", "tiny-b"] and not models[0].bundled  # bundled ones last
+    assert models[0].fingerprint_hex == codec.fingerprint_hex and models[0].config.groups == 2
+    assert zoo.load_codec("tiny-a").fingerprint == codec.fingerprint
+    assert zoo.load_codec(registry / "tiny-b").path == registry / "tiny-b"
+    assert zoo.load_codec(str(registry / "tiny-a")).fingerprint == codec.fingerprint
+    assert zoo.find_codec_by_fingerprint(codec.fingerprint).path == registry / "tiny-a"
+    assert zoo.model_dirs()[0] == registry
+
+
+def test_registry_errors(registry: Path, tmp_path: Path) -> None:
+    with pytest.raises(zoo.ModelNotFoundError, match="tiny-a, tiny-b"):
+        zoo.load_codec("nope")
+    if not any(m.name == zoo.DEFAULT_MODEL for m in zoo.list_models()):
+        with pytest.raises(zoo.ModelNotFoundError, match="no model named 'default'"):
+            zoo.load_codec()
+    with pytest.raises(zoo.ModelNotFoundError, match="not a model directory"):
+        zoo.load_codec(tmp_path)
+    with pytest.raises(zoo.ModelNotFoundError, match="0102030405ff"):
+        zoo.find_codec_by_fingerprint(bytes.fromhex("0102030405ff"))
+
+
+def test_find_by_fingerprint_in_extra_dirs(model_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    monkeypatch.setenv("WETOK_MODELS", "")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.setenv("WETOK_MODELS", str(model_root / "tiny-b"))  # an entry may be a model itself
+    assert [m.name for m in zoo.list_models()][:1] == ["tiny-b"]
+    monkeypatch.setenv("WETOK_MODELS", "")
+    fp = zoo.model_fingerprint(model_root / "tiny-b")
+    assert zoo.find_codec_by_fingerprint(fp, extra=[model_root]).path == model_root / "tiny-b"
+    assert zoo.find_codec_by_fingerprint(fp, extra=[model_root / "tiny-b"]).path == model_root / "tiny-b"
+
+
+# -- image conversion -------------------------------------------------------------------------------------
+def pil(mode: str) -> Image.Image:
+    return Image.fromarray(noise_image(6, 5)).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "CMYK", "YCbCr", "RGB"])
+def test_modes_convert_silently(mode: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rgb = to_rgb_array(pil(mode))
+    assert rgb.shape == (6, 5, 3) and rgb.dtype == np.uint8
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA"])
+def test_alpha_is_dropped_with_a_warning(mode: str) -> None:
+    with pytest.warns(ImageConversionWarning, match="alpha channel dropped"):
+        assert to_rgb_array(pil(mode)).shape == (6, 5, 3)
+
+
+def test_palette_with_transparency_warns() -> None:
+    img = pil("P")
+    img.info["transparency"] = 0
+    with pytest.warns(ImageConversionWarning):
+        to_rgb_array(img)
+
+
+def test_sixteen_bit_png(tmp_path: Path) -> None:
+    a = np.array([[0, 257, 65535]], dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "g16.png")
+    img = Image.open(tmp_path / "g16.png")
+    assert img.mode.startswith("I")
+    np.testing.assert_array_equal(to_rgb_array(img)[0, :, 0], [0, 1, 255])
+
+
+def test_arrays() -> None:
+    assert to_rgb_array(np.zeros((3, 4), np.uint8)).shape == (3, 4, 3)
+    np.testing.assert_array_equal(to_rgb_array(np.full((2, 2, 1), 65535, np.uint16)), 255)
+    np.testing.assert_array_equal(to_rgb_array(np.full((2, 2, 3), 0.5)), 128)
+    np.testing.assert_array_equal(to_rgb_array(np.ones((2, 2), bool)), 255)
+    np.testing.assert_array_equal(to_rgb_array(Image.fromarray(np.full((2, 2), 300.0, np.float32))), 255)
+    with pytest.warns(ImageConversionWarning):
+        to_rgb_array(np.zeros((2, 2, 4), np.uint8))
+    for bad in (np.zeros((2, 2, 2), np.uint8), np.zeros((2, 2), np.int8), np.zeros((0, 3, 3), np.uint8)):
+        with pytest.raises(ValueError):
+            to_rgb_array(bad)
+
+
+def test_padding() -> None:
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    y = pad_to_multiple(x, 4)
+    assert y.shape == (1, 1, 4, 4) and torch.equal(y[..., 3, :], x[..., 1, :])  # reflect
+    assert torch.equal(pad_to_multiple(x, 4, "replicate")[..., 3, :], x[..., 2, :])
+    tiny = pad_to_multiple(torch.ones(1, 3, 1, 1), 16)  # too small to reflect: replicates
+    assert tiny.shape == (1, 3, 16, 16) and bool((tiny == 1).all())
+    with pytest.raises(ValueError):
+        pad_to_multiple(x, 4, "zeros")
+
+
+# -- tiling -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n, tile, overlap",
+                         [(100, 32, 4), (33, 12, 4), (50, 12, 4), (7, 9, 3), (64, 30, 10)])
+def test_tile_spans_cover_and_weights_sum_to_one(n: int, tile: int, overlap: int) -> None:
+    spans = tile_spans(n, tile, overlap)
+    assert spans[0][0] == 0 and spans[-1][1] == n and all(e - s <= tile for s, e in spans)
+    total = np.zeros(n * 2)
+    for (s, e), w in zip(spans, blend_weights(spans, 2), strict=True):
+        total[s * 2 : e * 2] += w
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    assert sum(e - s for s, e in core_spans(n, tile)) == n
+
+
+class LocalFake:
+    """A stand-in tokenizer whose encoder and decoder are strictly local (no GroupNorm, no context), so a
+    tiled run must reproduce the untiled one exactly: this checks offsets, noise slicing and blending."""
+
+    def __init__(self) -> None:
+        self.config = SimpleNamespace(downsample=4, groups=2, group_bits=4, generative=True)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        m = torch.nn.functional.avg_pool2d(x, 4)  # [1, 3, h, w]
+        q = ((m[:, :2] + 1) * 7.99).long().clamp(0, 15)
+        return q.permute(0, 2, 3, 1)
+
+    def tokens_to_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.permute(0, 3, 1, 2).float() / 15
+
+    def make_noise(self, shape, seed=None, noise_scale=1.0) -> torch.Tensor:
+        return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * noise_scale
+
+    def decode(self, tokens, seed=None, noise_scale=1.0, noise=None, style=None) -> torch.Tensor:
+        codes = self.tokens_to_codes(tokens)
+        noise = self.make_noise(tuple(codes.shape), seed, noise_scale) if noise is None else noise
+        style = style or codec_mod.style_stats(codes)
+        y = torch.tanh(codes.sum(1, keepdim=True) + 0.1 * noise[:, :1] + style[0].sum())
+        return y.repeat(1, 3, 1, 1).repeat_interleave(4, 2).repeat_interleave(4, 3)
+
+
+def test_tiled_equals_untiled_for_a_local_model() -> None:
+    fake = LocalFake()
+    x = torch.rand(1, 3, 4 * 37, 4 * 29) * 2 - 1
+    whole = encode_tiled(fake, x, tile=0)
+    assert torch.equal(encode_tiled(fake, x, tile=12, margin=2), whole)
+    untiled = decode_tiled(fake, whole, tile=0, seed=3)
+    tiled = decode_tiled(fake, whole, tile=12, seed=3, overlap=3)
+    assert np.abs(untiled.astype(int) - tiled.astype(int)).max() <= 1
+
+
+def test_tiled_real_model_runs_and_matches_size(codec: Codec) -> None:
+    x = torch.rand(1, 3, 40, 48) * 2 - 1
+    whole = encode_tiled(codec.model, x, tile=0)
+    tiled = encode_tiled(codec.model, x, tile=12, margin=2)
+    assert tiled.shape == whole.shape == (1, 20, 24, 2) and (tiled == whole).float().mean() > 0.5
+    assert decode_tiled(codec.model, tiled, tile=12, overlap=3).shape == (40, 48, 3)

@@ -1,0 +1,339 @@
+"""The image codec: image ↔ tokens ↔ ``.wtk`` bytes, with any image size and bounded memory.
+
+A :class:`Codec` bundles a :class:`~wetok.tokenizer.Tokenizer` with its static :class:`~wetok.prior.Prior`.
+Images are padded to a multiple of ``f`` (reflect) and cropped back after decoding. Grids larger than a tile
+are encoded and decoded tile by tile: encoder tiles see a margin of context whose tokens are discarded;
+decoder tiles overlap, share one noise tensor and the whole image's AdaGN statistics, and are blended with
+linear ramps. ``compress``/``decompress`` on bytes are thin wrappers around the file-object methods' work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from wetok import format as fmt
+from wetok.entropy import RangeCoder, decode_payload, encode_payload, static_supported
+from wetok.format import Header, ModelMismatchError, WtkFormatError
+from wetok.image import (
+    array_to_tensor,
+    blend_weights,
+    core_spans,
+    open_image,
+    pad_to_multiple,
+    tile_spans,
+    to_pil,
+    to_rgb_array,
+)
+from wetok.layers import style_stats
+from wetok.prior import PRIOR_NAME, Prior
+from wetok.tokenizer import Tokenizer
+
+ENCODE_MARGIN = 4  # tokens of context around each encoder tile
+DECODE_OVERLAP = 4  # tokens shared by neighbouring decoder tiles
+TILE_BUDGET_BYTES = 640 << 20
+ImageLike = Image.Image | np.ndarray | str | Path
+
+
+def codec_fingerprint(tokenizer_fingerprint: str, prior: Prior) -> bytes:
+    """The file's model id: SHA-256 prefix over the tokenizer fingerprint (hex) and the prior tables."""
+    h = hashlib.sha256(b"wetok-codec\0" + tokenizer_fingerprint.encode() + b"\0")
+    h.update(f"{prior.groups}x{prior.group_bits}\0".encode())
+    h.update(prior.table_bytes())
+    return h.digest()[: fmt.FINGERPRINT_BYTES]
+
+
+def auto_tile_tokens(config, budget_bytes: int = TILE_BUDGET_BYTES) -> int:
+    """Largest tile side (tokens) such that ~8 float32 activations of the widest full-resolution level fit
+    ``budget_bytes`` (measured: a cpu-f16 decode of a 512×512 tile peaks ~230 MB above the model)."""
+    pixels = math.sqrt(budget_bytes / (8 * 4 * config.ch * config.ch_mult[0]))
+    return max(2 * ENCODE_MARGIN + 1, 3 * DECODE_OVERLAP, int(pixels) // config.downsample)
+
+
+@dataclass(frozen=True)
+class WtkInfo(Header):
+    """Header fields plus sizes: ``bytes`` (whole file), ``payload_bytes``, ``bits_per_token`` (payload
+    bits per token), ``bpp`` (file bits per pixel), and — when the model is known — ``ideal_bytes``: header
+    + checksum + the Shannon code length of the tokens under the prior."""
+
+    bytes: int = 0
+    payload_bytes: int = 0
+    bits_per_token: float = 0.0
+    bpp: float = 0.0
+    ideal_bytes: float | None = None
+
+    @property
+    def overhead(self) -> float | None:
+        """Coded size over the ideal size, minus one (``0.001`` = 0.1 %)."""
+        return None if self.ideal_bytes is None else self.bytes / self.ideal_bytes - 1
+
+
+class Codec:
+    """A tokenizer and its prior, with the ``.wtk`` file methods. ``tile_tokens=0`` disables tiling."""
+
+    def __init__(self, model: Tokenizer, prior: Prior | None = None, name: str = "", path: Path | None = None,
+                 *, tile_tokens: int | None = None, pad_mode: str = "reflect") -> None:
+        cfg = model.config
+        prior = prior if prior is not None else Prior.uniform(cfg.groups, cfg.group_bits)
+        if (prior.groups, prior.group_bits) != (cfg.groups, cfg.group_bits):
+            raise ValueError(f"prior is for g={prior.groups}, d'={prior.group_bits}; "
+                             f"model has g={cfg.groups}, d'={cfg.group_bits}")
+        self.model, self.prior, self.path = model.eval(), prior, path
+        self.name = name or cfg.name or (path.name if path else "unnamed")
+        self.tile_tokens = auto_tile_tokens(cfg) if tile_tokens is None else tile_tokens
+        self.pad_mode = pad_mode
+        self._coder = RangeCoder(prior) if static_supported(cfg.group_bits) else None
+        self._fingerprint: bytes | None = None
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu", **kwargs) -> Codec:
+        """Load ``config.json`` + ``model.safetensors`` and ``prior.json`` (uniform prior if absent)."""
+        directory = Path(directory)
+        model = Tokenizer.from_pretrained(directory, device=device)
+        prior = Prior.load(directory) if (directory / PRIOR_NAME).is_file() else None
+        return cls(model, prior, name=model.config.name or directory.name, path=directory, **kwargs)
+
+    @property
+    def fingerprint(self) -> bytes:
+        """6-byte model id written into every file (computed once: make a new Codec after training)."""
+        if self._fingerprint is None:
+            self._fingerprint = codec_fingerprint(self.model.fingerprint, self.prior)
+        return self._fingerprint
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+    def __repr__(self) -> str:
+        return f"Codec({self.name!r}, {self.fingerprint_hex})"
+
+    # -- image ↔ tokens ------------------------------------------------------------------------------------
+    def encode_tokens(self, image: ImageLike) -> tuple[Tensor, tuple[int, int]]:
+        """Image → tokens ``[1, ceil(H/f), ceil(W/f), g]`` (int64, CPU) and the original ``(H, W)``."""
+        rgb = open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image)
+        height, width = rgb.shape[:2]
+        Header(self.fingerprint, "raw", height, width, *self._shape()).validate()
+        x = pad_to_multiple(array_to_tensor(rgb), self.model.config.downsample, self.pad_mode)
+        return encode_tiled(self.model, x, self.tile_tokens), (height, width)
+
+    def decode_tokens(self, tokens: Tensor, size: tuple[int, int], seed: int | None = 0,
+                      noise_scale: float = 1.0) -> Image.Image:
+        """Tokens ``[1, h, w, g]`` → RGB image cropped to ``size = (H, W)``."""
+        rgb = decode_tiled(self.model, tokens, self.tile_tokens, seed, noise_scale)
+        return to_pil(np.ascontiguousarray(rgb[: size[0], : size[1]]))
+
+    # -- tokens ↔ bytes ------------------------------------------------------------------------------------
+    def pack_tokens(self, tokens: Tensor | np.ndarray, size: tuple[int, int], mode: str = "static") -> bytes:
+        """Tokens ``[1, h, w, g]`` of an image of ``size = (H, W)`` → ``.wtk`` bytes."""
+        t = np.asarray(tokens.cpu() if isinstance(tokens, Tensor) else tokens)
+        header = Header(self.fingerprint, "raw", size[0], size[1], *self._shape()).validate()
+        expected = (header.token_height, header.token_width, header.groups)
+        if t.shape[-3:] != expected or t.size != header.num_symbols:
+            raise ValueError(f"tokens of shape {t.shape} do not fit a {size[1]}x{size[0]} image {expected}")
+        if t.min() < 0 or t.max() >= 1 << header.group_bits:
+            raise ValueError(f"token values must lie in [0, {1 << header.group_bits})")
+        used, payload = encode_payload(t.reshape(-1, header.groups), header.group_bits, mode, self._coder)
+        return fmt.pack(Header(self.fingerprint, used, *size, *self._shape()), payload)
+
+    def unpack_tokens(self, data: bytes) -> tuple[Tensor, tuple[int, int]]:
+        """``.wtk`` bytes → tokens ``[1, h, w, g]`` (int64) and ``(H, W)``; checks the model id."""
+        header, payload = fmt.unpack(data)
+        self.check_header(header)
+        flat = decode_payload(payload, header.mode, header.num_tokens, header.groups, header.group_bits,
+                              self._coder)
+        tokens = torch.from_numpy(flat).view(1, header.token_height, header.token_width, header.groups)
+        return tokens, (header.height, header.width)
+
+    def check_header(self, header: Header) -> None:
+        """Raise :class:`ModelMismatchError` unless the file was made with this codec."""
+        if header.fingerprint != self.fingerprint:
+            raise ModelMismatchError(_mismatch_message(header.fingerprint, self), header.fingerprint,
+                                     self.fingerprint)
+        if (header.downsample, header.groups, header.group_bits) != self._shape():
+            raise WtkFormatError(f"malformed .wtk header (f={header.downsample}, g={header.groups}, "
+                                 f"d'={header.group_bits} do not match model {self.name})")
+
+    def _shape(self) -> tuple[int, int, int]:
+        cfg = self.model.config
+        return cfg.downsample, cfg.groups, cfg.group_bits
+
+    # -- public codec API ----------------------------------------------------------------------------------
+    def compress(self, image: ImageLike, mode: str = "static") -> bytes:
+        """Image (PIL, array or path) → ``.wtk`` bytes. ``static`` falls back to ``raw`` if not smaller."""
+        tokens, size = self.encode_tokens(image)
+        return self.pack_tokens(tokens, size, mode)
+
+    def decompress(self, data: bytes, seed: int | None = 0, noise_scale: float = 1.0) -> Image.Image:
+        """``.wtk`` bytes → RGB image; a generative decoder draws its noise from ``seed`` (reproducible)."""
+        tokens, size = self.unpack_tokens(data)
+        return self.decode_tokens(tokens, size, seed=seed, noise_scale=noise_scale)
+
+    def compress_file(self, fin: str | Path | BinaryIO, fout: str | Path | BinaryIO,
+                      mode: str = "static") -> int:
+        """Read an image file, write a ``.wtk`` file; returns the bytes written."""
+        data = self.compress(open_image(fin), mode=mode)
+        _write(fout, data)
+        return len(data)
+
+    def decompress_file(self, fin: str | Path | BinaryIO, fout: str | Path | BinaryIO, seed: int | None = 0,
+                        noise_scale: float = 1.0, format: str | None = None) -> Image.Image:
+        """Read a ``.wtk`` file, write the image (format from ``fout``'s suffix, else PNG)."""
+        image = self.decompress(_read(fin), seed=seed, noise_scale=noise_scale)
+        if isinstance(fout, (str, Path)):
+            image.save(fout, format=format)
+        else:
+            image.save(fout, format=format or "PNG")
+        return image
+
+    def info(self, data: bytes | BinaryIO) -> WtkInfo:
+        return read_info(data, self)
+
+
+# -- tiling -----------------------------------------------------------------------------------------------
+def encode_tiled(model: Tokenizer, x: Tensor, tile: int, margin: int = ENCODE_MARGIN) -> Tensor:
+    """Images ``[1, 3, h·f, w·f]`` → tokens ``[1, h, w, g]`` in windows of at most ``tile`` tokens a side:
+    each window keeps the tokens of its core and discards the ``margin`` tokens of context around it."""
+    f, g = model.config.downsample, model.config.groups
+    h, w = x.shape[-2] // f, x.shape[-1] // f
+    if tile <= 0 or (h <= tile and w <= tile):
+        return _encode_window(model, x)
+    margin = min(margin, (tile - 1) // 2)
+    core = tile - 2 * margin
+    out = torch.empty((1, h, w, g), dtype=torch.int64)
+    for y0, y1 in core_spans(h, core):
+        for x0, x1 in core_spans(w, core):
+            a, b, c, d = max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin)
+            t = _encode_window(model, x[:, :, a * f : b * f, c * f : d * f])
+            out[:, y0:y1, x0:x1] = t[:, y0 - a : y1 - a, x0 - c : x1 - c]
+    return out
+
+
+def _encode_window(model: Tokenizer, x: Tensor) -> Tensor:
+    """Encode ``[1, 3, H, W]``; a single-token image is encoded twice as wide (GroupNorm needs two values
+    per channel) and the extra token dropped."""
+    f = model.config.downsample
+    if x.shape[-2] == x.shape[-1] == f:
+        return model.encode(x.repeat(1, 1, 1, 2))[:, :, :1].cpu()
+    return model.encode(x).cpu()
+
+
+def _decode_window(model: Tokenizer, tokens: Tensor, **kwargs) -> Tensor:
+    """Decode ``[1, h, w, g]`` → ``[3, h·f, w·f]`` float32 CPU; a single token is decoded as a pair."""
+    if tokens.shape[1] == tokens.shape[2] == 1:
+        noise = kwargs.get("noise")
+        if noise is None and model.config.generative:
+            noise = model.make_noise((1, model.config.latent_dim, 1, 1), kwargs.get("seed"),
+                                     kwargs.get("noise_scale", 1.0))
+        kwargs["noise"] = noise.repeat(1, 1, 1, 2) if noise is not None else None
+        f = model.config.downsample
+        return model.decode(tokens.repeat(1, 1, 2, 1), **kwargs)[0, :, :, :f].float().cpu()
+    return model.decode(tokens, **kwargs)[0].float().cpu()
+
+
+def decode_tiled(model: Tokenizer, tokens: Tensor, tile: int, seed: int | None = 0, noise_scale: float = 1.0,
+                 overlap: int = DECODE_OVERLAP) -> np.ndarray:
+    """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]``; overlapping tiles blended with linear ramps.
+
+    One noise tensor ``[1, d, h, w]`` is drawn from ``seed`` for the whole grid (the same one an untiled
+    decode draws) and every tile uses the whole image's AdaGN statistics.
+    """
+    f = model.config.downsample
+    h, w = tokens.shape[1:3]
+    if tile <= 0 or (h <= tile and w <= tile):
+        return _to_uint8(_decode_window(model, tokens, seed=seed, noise_scale=noise_scale))
+    codes = model.tokens_to_codes(tokens)
+    style = style_stats(codes)
+    noise = model.make_noise(tuple(codes.shape), seed, noise_scale) if model.config.generative else None
+    del codes
+    acc = torch.zeros((3, h * f, w * f), dtype=torch.float32)
+    overlap = min(overlap, tile // 3)
+    ys, xs = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
+    for (y0, y1), wy in zip(ys, blend_weights(ys, f), strict=True):
+        for (x0, x1), wx in zip(xs, blend_weights(xs, f), strict=True):
+            part = noise[..., y0:y1, x0:x1] if noise is not None else None
+            img = _decode_window(model, tokens[:, y0:y1, x0:x1], noise=part, style=style)
+            acc[:, y0 * f : y1 * f, x0 * f : x1 * f] += img * torch.from_numpy(np.outer(wy, wx))
+    return _to_uint8(acc)
+
+
+def _to_uint8(x: Tensor, rows: int = 256) -> np.ndarray:
+    """``[3, H, W]`` in ``[-1, 1]`` → uint8 ``[H, W, 3]``, converted ``rows`` rows at a time."""
+    out = np.empty((x.shape[1], x.shape[2], 3), dtype=np.uint8)
+    for r in range(0, x.shape[1], rows):
+        y = ((x[:, r : r + rows] + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+        out[r : r + rows] = y.permute(1, 2, 0).numpy()
+    return out
+
+
+# -- module-level API -------------------------------------------------------------------------------------
+def as_codec(model: Codec | Tokenizer) -> Codec:
+    """A codec as is; a bare tokenizer wrapped with a uniform prior."""
+    if isinstance(model, Codec):
+        return model
+    if isinstance(model, Tokenizer):
+        return Codec(model)
+    raise TypeError(f"expected a Codec or a Tokenizer, got {type(model).__name__}")
+
+
+def compress(image: ImageLike, model: Codec | Tokenizer, mode: str = "static") -> bytes:
+    """Image → ``.wtk`` bytes with ``model`` (a Codec, or a Tokenizer with a uniform prior)."""
+    return as_codec(model).compress(image, mode=mode)
+
+
+def decompress(data: bytes, model: Codec | Tokenizer, seed: int | None = 0,
+               noise_scale: float = 1.0) -> Image.Image:
+    """``.wtk`` bytes → RGB image with ``model``."""
+    return as_codec(model).decompress(data, seed=seed, noise_scale=noise_scale)
+
+
+def read_info(data: bytes | BinaryIO, codec: Codec | None = None) -> WtkInfo:
+    """Parse and check a ``.wtk`` file; ``ideal_bytes`` is filled in when ``codec`` made the file."""
+    data = _read(data) if not isinstance(data, (bytes, bytearray, memoryview)) else bytes(data)
+    header, payload = fmt.unpack(data)
+    ideal = None
+    if codec is not None and header.fingerprint == codec.fingerprint:
+        tokens, _ = codec.unpack_tokens(data)
+        ideal = fmt.header_bytes(header) + codec.prior.ideal_bits(tokens.numpy()) / 8
+    return WtkInfo(**asdict(header), bytes=len(data), payload_bytes=len(payload),
+                   bits_per_token=8 * len(payload) / header.num_tokens,
+                   bpp=8 * len(data) / (header.height * header.width), ideal_bytes=ideal)
+
+
+def _read(fin: str | Path | BinaryIO) -> bytes:
+    if isinstance(fin, (str, Path)):
+        with open(fin, "rb") as f:
+            return fmt.read_stream(f)
+    return fmt.read_stream(fin)
+
+
+def _write(fout: str | Path | BinaryIO, data: bytes) -> None:
+    if isinstance(fout, (str, Path)):
+        Path(fout).write_bytes(data)
+    else:
+        fout.write(data)
+
+
+def _mismatch_message(expected: bytes, codec: Codec) -> str:
+    name = _known_name(expected)
+    which = f"model {expected.hex()}" + (f" ({name})" if name else "")
+    return f"this file needs {which}, but the loaded model is {codec.name} ({codec.fingerprint_hex})"
+
+
+def _known_name(fingerprint: bytes) -> str | None:
+    try:
+        from wetok.zoo import name_for_fingerprint
+        return name_for_fingerprint(fingerprint)
+    except Exception:  # a registry problem must not hide the mismatch itself
+        return None
+
+
+__all__ = ["Codec", "WtkInfo", "as_codec", "codec_fingerprint", "compress", "decode_tiled", "decompress",
+           "encode_tiled", "read_info"]

@@ -1,0 +1,212 @@
+"""The ``.wtk`` token file: one image's tokens in a small, versioned, checksummed container.
+
+Layout of format version 1 (``docs/format.md`` has the long form). Fixed-width integers are big-endian;
+``varint`` is unsigned LEB128 (7 bits per byte, least-significant group first, high bit set on every byte
+but the last, at most 3 bytes, no redundant trailing ``0x80`` groups).
+
+======  =====  =================================================================================
+offset  bytes  field
+======  =====  =================================================================================
+0       2      magic ``89 57`` (``"\\x89W"``)
+2       1      format version, ``01``
+3       6      model id: :attr:`wetok.codec.Codec.fingerprint` (SHA-256 prefix of weights + prior)
+9       1      bits 7-6 coding mode (0 raw, 1 static), bits 5-3 ``log2 f``, bits 2-0 zero
+10      1-2    varint ``(g - 1) * 32 + (d' - 1)``
+.       1-3    varint ``H - 1``  (original image height in pixels)
+.       1-3    varint ``W - 1``  (original image width)
+.       n      payload
+end-4   4      CRC-32 (zlib/IEEE) of every byte before it
+======  =====  =================================================================================
+
+The token grid ``h = ceil(H / f)``, ``w = ceil(W / f)`` and the symbol count ``h * w * g`` are derived from
+the header, not stored, so they can never disagree with it. Fixed overhead is 14 bytes; a 256×256 or
+768×512 file at ``g <= 4`` has a 19-byte header + checksum. Payloads (:mod:`wetok.entropy`):
+
+* raw: the ``h*w*g`` symbols in token order (row-major grid, group fastest), ``d'`` bits each, most
+  significant bit first, packed into bytes most significant bit first; zero bits pad the last byte.
+  Its length is exactly ``ceil(h*w*g*d' / 8)``.
+* static: range-coded with the model's integer prior (group-major symbol order); always shorter than
+  the raw payload (the encoder falls back to raw otherwise).
+
+Every field is validated before anything is sized from it; any failure raises :class:`WtkFormatError`
+(a :class:`ValueError`) with a one-line message. Single-bit errors anywhere are caught by the CRC, which
+is checked before the fields are trusted.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+MAGIC = b"\x89W"
+VERSION = 1
+FINGERPRINT_BYTES = 6
+MODES = ("raw", "static")
+MAX_SIDE = 65535
+MAX_PIXELS = 1 << 28  # 16384×16384
+MAX_GROUPS = 1024
+MAX_GROUP_BITS = 24
+MAX_LOG2_F = 7
+MAX_FILE_BYTES = 1 << 30
+_FIXED = len(MAGIC) + 1 + FINGERPRINT_BYTES + 1
+MIN_FILE_BYTES = _FIXED + 3 + 4
+
+
+class WtkFormatError(ValueError):
+    """A ``.wtk`` file is truncated, corrupted, foreign or inconsistent (one-line message)."""
+
+
+class ModelMismatchError(ValueError):
+    """The file was made with another model than the one asked to decode it."""
+
+    def __init__(self, message: str, expected: bytes = b"", actual: bytes = b"") -> None:
+        super().__init__(message)
+        self.expected, self.actual = expected, actual
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fields of a ``.wtk`` header; ``mode`` is one of :data:`MODES`."""
+
+    fingerprint: bytes
+    mode: str
+    height: int
+    width: int
+    downsample: int
+    groups: int
+    group_bits: int
+    version: int = VERSION
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+    @property
+    def token_height(self) -> int:
+        return -(-self.height // self.downsample)
+
+    @property
+    def token_width(self) -> int:
+        return -(-self.width // self.downsample)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_height * self.token_width
+
+    @property
+    def num_symbols(self) -> int:
+        return self.num_tokens * self.groups
+
+    @property
+    def raw_payload_bytes(self) -> int:
+        return -(-self.num_symbols * self.group_bits // 8)
+
+    def validate(self) -> Header:
+        """Raise :class:`WtkFormatError` unless every field lies within the format's limits."""
+        _check(len(self.fingerprint) == FINGERPRINT_BYTES, f"model id must be {FINGERPRINT_BYTES} bytes")
+        _check(self.mode in MODES, f"unknown coding mode {self.mode!r}")
+        _check(self.version == VERSION, f"unsupported .wtk format version {self.version}")
+        _check(1 <= self.height <= MAX_SIDE and 1 <= self.width <= MAX_SIDE,
+               f"image size {self.width}x{self.height} outside 1..{MAX_SIDE} per side")
+        _check(self.height * self.width <= MAX_PIXELS,
+               f"image size {self.width}x{self.height} exceeds {MAX_PIXELS} pixels")
+        f = self.downsample
+        _check(f >= 1 and f & (f - 1) == 0 and f.bit_length() - 1 <= MAX_LOG2_F,
+               f"downsampling factor {f} is not a power of two up to {1 << MAX_LOG2_F}")
+        _check(1 <= self.groups <= MAX_GROUPS and 1 <= self.group_bits <= MAX_GROUP_BITS,
+               f"g={self.groups}, d'={self.group_bits} outside 1..{MAX_GROUPS}, 1..{MAX_GROUP_BITS}")
+        return self
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise WtkFormatError(message)
+
+
+# -- varints ----------------------------------------------------------------------------------------------
+def write_varint(value: int) -> bytes:
+    """Unsigned LEB128 of ``0 <= value < 2**21`` (at most 3 bytes)."""
+    if not 0 <= value < 1 << 21:
+        raise WtkFormatError(f"varint value {value} out of range")
+    out = bytearray()
+    while value >= 0x80:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Read a varint at ``data[pos]`` not reaching ``end``; returns ``(value, next position)``."""
+    value = 0
+    for i in range(3):
+        _check(pos + i < end, "truncated .wtk file (header ends early)")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            _check(byte != 0 or i == 0, "malformed .wtk header (non-minimal varint)")
+            return value, pos + i + 1
+    raise WtkFormatError("malformed .wtk header (varint longer than 3 bytes)")
+
+
+# -- container --------------------------------------------------------------------------------------------
+def pack(header: Header, payload: bytes) -> bytes:
+    """Serialise ``header`` + ``payload`` and append the CRC-32."""
+    header.validate()
+    flags = MODES.index(header.mode) << 6 | (header.downsample.bit_length() - 1) << 3
+    body = b"".join([MAGIC, bytes([header.version]), header.fingerprint, bytes([flags]),
+                     write_varint((header.groups - 1) * 32 + header.group_bits - 1),
+                     write_varint(header.height - 1), write_varint(header.width - 1), payload])
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def unpack(data: bytes) -> tuple[Header, bytes]:
+    """Check magic, version and CRC, then parse and validate the header; returns ``(header, payload)``."""
+    _check(isinstance(data, (bytes, bytearray, memoryview)), "a .wtk file must be given as bytes")
+    data = bytes(data)
+    _check(len(data) >= len(MAGIC) + 1, f"truncated .wtk file ({len(data)} bytes)")
+    _check(data[: len(MAGIC)] == MAGIC, "not a .wtk file (bad magic bytes)")
+    _check(data[len(MAGIC)] == VERSION,
+           f"unsupported .wtk format version {data[len(MAGIC)]} (this wetok reads version {VERSION})")
+    _check(len(data) >= MIN_FILE_BYTES, f"truncated .wtk file ({len(data)} bytes)")
+    _check(zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "big"),
+           "corrupted or truncated .wtk file (CRC-32 mismatch)")
+    header, pos = _parse_fields(data, len(data) - 4)
+    payload = data[pos:-4]
+    _check_payload_length(header, len(payload))
+    return header, payload
+
+
+def _parse_fields(data: bytes, end: int) -> tuple[Header, int]:
+    fingerprint = data[3 : 3 + FINGERPRINT_BYTES]
+    flags = data[_FIXED - 1]
+    _check(flags >> 6 < len(MODES), f"unknown coding mode {flags >> 6}")
+    _check(flags & 0b111 == 0, "malformed .wtk header (reserved bits set)")
+    shape, pos = read_varint(data, _FIXED, end)
+    height, pos = read_varint(data, pos, end)
+    width, pos = read_varint(data, pos, end)
+    header = Header(fingerprint=fingerprint, mode=MODES[flags >> 6], height=height + 1, width=width + 1,
+                    downsample=1 << ((flags >> 3) & 0b111), groups=shape // 32 + 1, group_bits=shape % 32 + 1)
+    return header.validate(), pos
+
+
+def _check_payload_length(header: Header, length: int) -> None:
+    raw = header.raw_payload_bytes
+    if header.mode == "raw":
+        _check(length == raw, f"truncated or malformed .wtk payload ({length} bytes, raw needs {raw})")
+    else:
+        _check(length < raw, f"malformed .wtk payload ({length} bytes of static code, raw would be {raw})")
+
+
+def read_stream(fileobj: BinaryIO, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a whole ``.wtk`` file from a binary file object, refusing more than ``max_bytes``."""
+    data = fileobj.read(max_bytes + 1)
+    _check(isinstance(data, bytes), "a .wtk file must be read from a binary file object")
+    _check(len(data) <= max_bytes, f"file is larger than {max_bytes} bytes; not a .wtk file")
+    return data
+
+
+def header_bytes(header: Header) -> int:
+    """Bytes of header + checksum of a file with ``header`` (its fixed cost)."""
+    return len(pack(header, b""))

@@ -1,0 +1,168 @@
+"""Images in and out of the codec: mode conversion, tensors, padding, and tiling helpers.
+
+Pixels are uint8 RGB ``[H, W, 3]`` arrays at the boundary and float tensors ``[1, 3, H, W]`` in ``[-1, 1]``
+inside (``x = uint8 / 127.5 - 1``; back: ``((y + 1) * 127.5).round().clamp(0, 255)``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+PAD_MODES = ("reflect", "replicate")
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+class ImageConversionWarning(UserWarning):
+    """An input image lost information on its way to 8-bit RGB (alpha dropped)."""
+
+
+def open_image(source: str | Path | BinaryIO) -> np.ndarray:
+    """Open an image file and convert it with :func:`to_rgb_array`."""
+    with Image.open(source) as img:
+        img.load()
+        return to_rgb_array(img)
+
+
+def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Any PIL image or array → uint8 RGB ``[H, W, 3]``.
+
+    Grayscale, palette, CMYK, YCbCr, 16-bit (``I;16``, scaled by 1/257) and float images are converted;
+    an alpha channel is dropped with an :class:`ImageConversionWarning`. Arrays may be ``[H, W]``,
+    ``[H, W, 1|3|4]`` of uint8, uint16 (scaled by 1/257), bool, or float in ``[0, 1]``.
+    """
+    arr = _pil_to_array(image) if isinstance(image, Image.Image) else _array_to_rgb(np.asarray(image))
+    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
+        raise ValueError(f"cannot make an RGB image of shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _warn_alpha(mode: str) -> None:
+    warnings.warn(f"{mode} image: alpha channel dropped (the codec stores RGB)", ImageConversionWarning,
+                  stacklevel=3)
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode == "P" and "transparency" in img.info:
+        mode, img = "PA", img.convert("RGBA")
+    if mode in _ALPHA_MODES:
+        _warn_alpha(mode)
+        return np.asarray(img.convert("RGBA"))[..., :3]
+    if mode in _SIXTEEN_BIT:
+        return _gray(_scale16(np.asarray(img)))
+    if mode == "F":
+        return _gray(np.clip(np.nan_to_num(np.asarray(img)), 0, 255).round())
+    try:
+        return np.asarray(img.convert("RGB"))
+    except ValueError as e:
+        raise ValueError(f"cannot convert a {img.mode} image to RGB: {e}") from None
+
+
+def _scale16(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(a.astype(np.float64) / 257.0), 0, 255)
+
+
+def _gray(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _array_to_rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an array [H, W] or [H, W, 1|3|4], got shape {a.shape}")
+    if a.shape[2] == 4:
+        _warn_alpha("RGBA array")
+        a = a[..., :3]
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = _scale16(a)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.clip(np.nan_to_num(a.astype(np.float64)) * 255.0, 0, 255).round()
+    else:
+        raise ValueError(f"unsupported array dtype {a.dtype}; use uint8, uint16, bool or float in [0, 1]")
+    return np.broadcast_to(a, a.shape[:2] + (3,)).astype(np.uint8)
+
+
+def array_to_tensor(rgb: np.ndarray) -> Tensor:
+    """uint8 ``[H, W, 3]`` → float32 ``[1, 3, H, W]`` in ``[-1, 1]``."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def tensor_to_array(x: Tensor) -> np.ndarray:
+    """``[1, 3, H, W]`` or ``[3, H, W]`` in ``[-1, 1]`` → uint8 ``[H, W, 3]``."""
+    x = x.detach().float().cpu().reshape(3, *x.shape[-2:])
+    return ((x + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def pad_to_multiple(x: Tensor, multiple: int, mode: str = "reflect") -> Tensor:
+    """Pad ``[B, C, H, W]`` at the bottom and right to multiples of ``multiple``.
+
+    ``reflect`` mirrors without repeating the edge; where the image is too small to mirror that far it
+    falls back to ``replicate``.
+    """
+    if mode not in PAD_MODES:
+        raise ValueError(f"pad mode must be one of {PAD_MODES}, not {mode!r}")
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return x
+    if mode == "reflect" and (ph >= h or pw >= w):
+        mode = "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def to_pil(rgb: np.ndarray) -> Image.Image:
+    return Image.fromarray(rgb, mode="RGB")
+
+
+# -- tiling (all spans in token units) --------------------------------------------------------------------
+def core_spans(n: int, tile: int) -> list[tuple[int, int]]:
+    """Partition ``[0, n)`` into consecutive spans of at most ``tile`` (near-equal sizes)."""
+    k = max(1, -(-n // max(1, tile)))
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+def tile_spans(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Windows of length ``<= tile`` covering ``[0, n)``, neighbours overlapping by ``>= overlap``.
+
+    Needs ``tile >= 3 * overlap``, so no point lies in more than two windows.
+    """
+    if tile >= n:
+        return [(0, n)]
+    if tile < 3 * overlap or tile < 1:
+        raise ValueError(f"tile {tile} must be at least 3x the overlap {overlap}")
+    k = -(-(n - overlap) // (tile - overlap))
+    size = -(-(n - overlap) // k) + overlap
+    starts = [round(i * (n - size) / (k - 1)) for i in range(k)]
+    return [(s, s + size) for s in starts]
+
+
+def blend_weights(spans: list[tuple[int, int]], scale: int) -> list[np.ndarray]:
+    """Per window, float32 weights over its ``(end - start) * scale`` pixels: linear ramps across each
+    overlap with a neighbour (complementary, so overlapping weights sum to 1), 1 elsewhere."""
+    out = []
+    for i, (s, e) in enumerate(spans):
+        w = np.ones((e - s) * scale, dtype=np.float32)
+        if i > 0 and spans[i - 1][1] > s:
+            n = (spans[i - 1][1] - s) * scale
+            w[:n] = (np.arange(n, dtype=np.float32) + 0.5) / n
+        if i + 1 < len(spans) and spans[i + 1][0] < e:
+            n = (e - spans[i + 1][0]) * scale
+            w[-n:] = 1 - (np.arange(n, dtype=np.float32) + 0.5) / n
+        out.append(w)
+    return out
