@@ -98,7 +98,10 @@ def _array_to_rgb(a: np.ndarray) -> np.ndarray:
 
 def array_to_tensor(rgb: np.ndarray) -> Tensor:
     """uint8 ``[H, W, 3]`` → float32 ``[1, 3, H, W]`` in ``[-1, 1]``."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0)
+    rgb = np.ascontiguousarray(rgb)
+    if not rgb.flags.writeable:  # torch cannot wrap read-only memory (PIL's arrays) without a warning
+        rgb = rgb.copy()
+    x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
     return x.float().div_(127.5).sub_(1.0)
 
 
