@@ -1,0 +1,196 @@
+"""Reading an :class:`~wetok.evaluate.EvalReport`: tables (rich, markdown), the rate–distortion plot
+(matplotlib, an optional extra) and the side-by-side crops figure (PIL only).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from wetok.classic import CLASSIC_CODECS
+from wetok.evaluate import EvalReport
+
+PLOT_EXTRA = "pip install 'wetok[plot]'"
+_COLORS = {"wetok": "#d62728", "jpeg": "#1f77b4", "webp": "#2ca02c", "avif": "#9467bd", "jpeg2000": "#ff7f0e"}
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def _fid_header(report: EvalReport) -> str:
+    fid = next(iter(report.fid.values()), None)
+    if fid is None:
+        return "FID"
+    return f"FID (n={fid.n} {f'{fid.patch}² patches' if fid.patch else 'images'})"
+
+
+def _cells(row: dict[str, Any], perceptual: bool) -> list[str]:
+    cells = [row["label"], _fmt(row["bytes"], ",.0f"), _fmt(row["bpp"], ".4f"), _fmt(row["psnr"], ".2f"),
+             _fmt(row["ssim"], ".4f"), _fmt(row["ms_ssim"], ".4f")]
+    cells += [_fmt(row["perceptual"], ".4f")] if perceptual else []
+    cells += [_fmt(row["encode_ms"], ".1f"), _fmt(row["decode_ms"], ".1f")]
+    kid = f"{row['kid']:.4f}±{row['kid_std']:.4f}" if "kid" in row else "–"
+    return cells + [_fmt(row.get("fid"), ".2f"), kid]
+
+
+def _headers(report: EvalReport) -> list[str]:
+    cols = ["codec", "bytes", "bpp", "PSNR dB", "SSIM", "MS-SSIM"]
+    cols += [report.perceptual] if report.perceptual else []
+    return cols + ["enc ms", "dec ms", _fid_header(report), "KID"]
+
+
+def summary_table(report: EvalReport) -> Any:
+    """A rich Table of the per-run means (models, then matched-size and fixed-setting classic runs)."""
+    from rich.table import Table
+
+    table = Table(title=f"wetok eval: mean over {len(report.names)} images", title_justify="left")
+    for i, col in enumerate(_headers(report)):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    kind = None
+    for row in report.summary():
+        if kind is not None and row["kind"] != kind:
+            table.add_section()
+        kind = row["kind"]
+        table.add_row(*_cells(row, bool(report.perceptual)))
+    return table
+
+
+def codebook_table(report: EvalReport) -> Any:
+    """A rich Table of per-group codebook usage and bits per token of every model run."""
+    from rich.table import Table
+
+    table = Table(title="codebook usage on the evaluated set (bits per token)", title_justify="left")
+    for col in ("model", "group", "used", "usage", "entropy", "perplexity", "prior bits", "coded bits"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for run, stats in report.codebook.items():
+        for g in stats.groups:
+            table.add_row(report.labels[run], str(g.group), f"{g.used}/{g.size}", f"{100 * g.usage:.1f}%",
+                          f"{g.entropy:.3f}", f"{g.perplexity:.1f}", f"{g.prior_bits:.3f}", "")
+        table.add_row(report.labels[run], "all", "", "", f"{stats.entropy:.3f}", "",
+                      f"{stats.prior_bits:.3f}", f"{stats.coded_bits:.3f}", end_section=True)
+    return table
+
+
+def markdown_table(report: EvalReport, kinds: tuple[str, ...] = ("model", "matched")) -> str:
+    """The summary rows of ``kinds`` as a GitHub markdown table."""
+    head = _headers(report)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for row in report.summary():
+        if row["kind"] in kinds:
+            lines.append("| " + " | ".join(_cells(row, bool(report.perceptual))) + " |")
+    return "\n".join(lines)
+
+
+# ---- RD plot ------------------------------------------------------------------------------------------
+
+
+def _db(ms_ssim: float | None) -> float | None:
+    return None if ms_ssim is None or ms_ssim >= 1 else -10 * math.log10(1 - ms_ssim)
+
+
+def plot_rd(report: EvalReport, path: Path) -> str | None:
+    """PSNR and MS-SSIM (dB) against bpp, plus the perceptual distance if any; returns a one-line note
+    instead when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return f"RD plot skipped: matplotlib is not installed ({PLOT_EXTRA})"
+    panels = [("psnr", "PSNR-RGB (dB)", lambda v: v), ("ms_ssim", "MS-SSIM-RGB (dB)", _db)]
+    if report.perceptual:
+        panels.append(("perceptual", f"{report.perceptual} (lower is better)", lambda v: v))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    rows = report.summary()
+    for ax, (key, title, f) in zip(axes[0], panels, strict=True):
+        _draw_panel(ax, rows, key, f)
+        ax.set(xlabel="bits per pixel", ylabel=title)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{len(report.names)} images; hollow markers: classic codecs at the wetok file size")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
+def _draw_panel(ax: Any, rows: list[dict[str, Any]], key: str, f: Any) -> None:
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        color = _COLORS.get(codec, "#7f7f7f")
+        sweep = [r for r in rows if r["codec"] == codec and r["kind"] == "sweep"]
+        sweep.sort(key=lambda r: r["bpp"])
+        pts = [(r["bpp"], f(r[key])) for r in sweep if r[key] is not None and f(r[key]) is not None]
+        if pts:
+            label = CLASSIC_CODECS[codec].label if codec in CLASSIC_CODECS else codec
+            ax.plot(*zip(*pts, strict=True), "o-", color=color, ms=4, label=label)
+        for r in rows:
+            if r["codec"] != codec or r["kind"] == "sweep" or r[key] is None or f(r[key]) is None:
+                continue
+            if r["kind"] == "model":
+                ax.plot(r["bpp"], f(r[key]), "*", color=color, ms=14, label=r["label"])
+            else:
+                ax.plot(r["bpp"], f(r[key]), "o", mfc="none", mec=color, ms=9, mew=2,
+                        label=None if pts else r["label"])
+
+
+# ---- crops figure -------------------------------------------------------------------------------------
+
+
+def detail_window(rgb: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left ``(y, x)`` of the ``size``² window (on a half-window grid) with the most gradient energy."""
+    g = rgb.astype(np.float32).mean(axis=2)
+    energy = np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1, :]
+    h, w = energy.shape
+    best, pos = -1.0, (0, 0)
+    step = max(1, size // 2)
+    for y in range(0, max(1, h - size + 2), step):
+        for x in range(0, max(1, w - size + 2), step):
+            e = float(energy[y : y + size, x : x + size].sum())
+            if e > best:
+                best, pos = e, (y, x)
+    return pos
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def crops_figure(report: EvalReport, originals: list[np.ndarray], path: Path, rows: int = 4,
+                 size: int = 192, runs: list[str] | None = None) -> Path:
+    """Rows of the same detailed region per image: original, then each run (default: models and
+    matched-size classic codecs), each captioned with its bpp and PSNR on that image."""
+    runs = runs if runs is not None else list(report.recons)
+    picks = sorted(set(np.linspace(0, len(originals) - 1, min(rows, len(originals))).round().astype(int)))
+    cap, font = 34, _font(13)
+    sheet = Image.new("RGB", ((len(runs) + 1) * (size + 4) + 4, len(picks) * (size + cap + 4) + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, idx in enumerate(picks):
+        orig = originals[idx]
+        s = min(size, *orig.shape[:2])
+        y, x = detail_window(orig, s)
+        top = 4 + i * (size + cap + 4)
+        tiles = [(orig, "original", report.names[idx])] + [
+            (report.recons[run][idx], report.labels[run], _caption(report, run, idx)) for run in runs]
+        for j, (img, title, caption) in enumerate(tiles):
+            left = 4 + j * (size + 4)
+            sheet.paste(Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s])), (left, top))
+            draw.text((left + 2, top + s + 2), title, fill="black", font=font)
+            draw.text((left + 2, top + s + 17), caption, fill="#444444", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+def _caption(report: EvalReport, run: str, idx: int) -> str:
+    rec = next(r for r in report.records if r.run == run and r.image == report.names[idx])
+    return f"{rec.bpp:.3f} bpp, {rec.psnr:.2f} dB"

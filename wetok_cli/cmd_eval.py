@@ -1,0 +1,184 @@
+"""``wetok eval``: wetok models and classic codecs on a set of images → table, JSON, RD plot, crops."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wetok_cli.common import IMAGE_SUFFIXES, device_option, expand_inputs, resolve_device
+
+CLASSIC = ("jpeg", "webp", "avif", "jpeg2000")
+
+
+def _codec_list(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    from wetok.classic import get_codec
+
+    names = [v for v in value.split(",") if v.strip()] if value.strip().lower() != "none" else []
+    try:
+        return tuple(dict.fromkeys(get_codec(v).name for v in names))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, tuple]:
+    from wetok.classic import get_codec
+
+    out: dict[str, tuple] = {}
+    for item in value:
+        name, _, values = item.partition("=")
+        try:
+            out[get_codec(name).name] = tuple(sorted(float(v) for v in values.split(",") if v.strip()))
+        except ValueError as e:
+            raise click.BadParameter(f"{item!r}: expected CODEC=S1,S2,... ({e})") from None
+    return out
+
+
+@click.command("eval")
+@click.argument("images", nargs=-1, required=True)
+@click.option("-m", "--model", "models", multiple=True,
+              help="Model name or directory; repeat for several. Classic codecs are size-matched to the "
+                   "first.  [default: the bundled default model]")
+@click.option("--no-model", is_flag=True, help="Evaluate the classic codecs only (fixed settings).")
+@click.option("--codecs", default=",".join(CLASSIC), show_default=True, callback=_codec_list,
+              help="Classic codecs, comma-separated (jpeg, webp, avif, jpeg2000), or 'none'.")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("wetok-eval"),
+              show_default=True, help="Report folder: eval.json, rd/*.json, rd.png, crops.png.")
+@click.option("--match/--no-match", default=True, show_default=True,
+              help="Classic codecs at each image's wetok file size (bisection on their quality).")
+@click.option("--sweep/--no-sweep", default=True, show_default=True,
+              help="Classic codecs at fixed settings, for RD curves.")
+@click.option("--settings", "sweep_settings", multiple=True, callback=_settings, metavar="CODEC=S1,S2",
+              help="Sweep settings of one codec, e.g. jpeg=5,10,20 or jpeg2000=0.1,0.2 (nominal bpp).")
+@click.option("--fid/--no-fid", default=True, show_default=True,
+              help="FID and KID with the TF FID Inception (needs wetok[fid]).")
+@click.option("--fid-patch", type=click.IntRange(0), default=None,
+              help="Patch side for FID/KID; 0 = whole images.  [default: 256 (or 128) patches below 500 "
+                   "images, else whole images]")
+@click.option("--perceptual", type=click.Choice(["auto", "lpips-vgg", "effnet-lite0", "none"]),
+              default="auto", show_default=True,
+              help="auto: true LPIPS (VGG) when its weights are on disk, else effnet-lite0 (not LPIPS).")
+@click.option("--crops", type=click.IntRange(0), default=4, show_default=True,
+              help="Images (rows) in crops.png; 0 for none.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="FID feature cache.  [default: ~/.cache/wetok/fid-features]")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the FID feature cache.")
+@click.option("--seed", default=0, show_default=True, help="Noise seed of generative decoders.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@device_option
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing report in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print eval.json on stdout instead of the tables.")
+def eval_cmd(images: tuple[str, ...], models: tuple[str, ...], no_model: bool, codecs: tuple[str, ...],
+             out: Path, match: bool, sweep: bool, sweep_settings: dict[str, tuple], fid: bool,
+             fid_patch: int | None, perceptual: str, crops: int, cache_dir: Path | None, no_cache: bool,
+             seed: int, threads: int | None, device: str, force: bool, as_json: bool) -> None:
+    """Evaluate wetok models beside JPEG, WebP, AVIF and JPEG 2000 on IMAGES (files or folders).
+
+    Per image and on average: file bytes (headers included), bpp, PSNR / SSIM / MS-SSIM on 8-bit RGB, a
+    perceptual distance, encode / decode time; FID / KID on patches; codebook usage per group. Classic
+    codecs run at each image's wetok file size and at fixed settings. The table goes to stdout; the
+    report folder gets eval.json, rd/<codec>.json (CompressAI layout), rd.png and crops.png.
+    """
+    import torch
+
+    from wetok.evaluate import EvalOptions, load_images, run_eval
+
+    if models and no_model:
+        raise click.UsageError("give --model or --no-model, not both")
+    if (out / "eval.json").exists() and not force:
+        raise click.ClickException(f"{out / 'eval.json'} already exists; use --force to overwrite the report")
+    paths = _image_paths(images)
+    if threads:
+        torch.set_num_threads(threads)
+    codec_objs = [] if no_model else _load_codecs(models, resolve_device(device))
+    options = EvalOptions(codecs=codecs, match=match, sweep=sweep, sweep_settings=sweep_settings,
+                          perceptual=perceptual, fid=fid, fid_patch=fid_patch, seed=seed)
+    if no_cache:
+        options.cache_dir = None
+    elif cache_dir is not None:
+        options.cache_dir = cache_dir
+    loaded = load_images(paths)
+    with _Status() as say:
+        report = run_eval(loaded, codec_objs, options, progress=say)
+    _write_outputs(report, [rgb for _, rgb in loaded], out, crops)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+    else:
+        _print_tables(report)
+
+
+def _image_paths(images: tuple[str, ...]) -> list[Path]:
+    inputs, problems = expand_inputs(images, IMAGE_SUFFIXES)
+    for arg, message in problems:
+        click.echo(f"Warning: {arg}: {message}", err=True)
+    if any(i.is_stdin for i in inputs):
+        raise click.UsageError("wetok eval reads image files, not stdin")
+    missing = [str(i.path) for i in inputs if not i.path.is_file()]
+    if missing:
+        raise click.UsageError(f"no such file: {', '.join(missing)}")
+    if not inputs:
+        raise click.UsageError("no images to evaluate")
+    return [i.path for i in inputs]
+
+
+def _load_codecs(models: tuple[str, ...], device: str) -> list[Any]:
+    from wetok.zoo import ModelNotFoundError, load_codec
+
+    try:
+        return [load_codec(m, device=device) for m in (models or (None,))]
+    except ModelNotFoundError as e:
+        hint = "" if models else " (pass --model NAME_OR_DIR, or --no-model for classic codecs only)"
+        raise click.ClickException(f"{e}{hint}") from None
+
+
+class _Status:
+    """A spinner line on stderr while evaluating (only when stderr is a terminal)."""
+
+    def __enter__(self) -> Any:
+        self._status = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status("evaluating")
+            self._status.__enter__()
+        return self._say
+
+    def _say(self, message: str) -> None:
+        if self._status is not None:
+            self._status.update(message)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+def _write_outputs(report: Any, originals: list[Any], out: Path, crops: int) -> None:
+    from wetok.evaluate import write_json
+    from wetok.report import crops_figure, plot_rd
+
+    written = list(write_json(report, out).values())
+    note = plot_rd(report, out / "rd.png")
+    if note:
+        report.notes.append(note)
+        click.echo(note, err=True)
+    else:
+        written.append(out / "rd.png")
+    if crops and report.recons:
+        written.append(crops_figure(report, originals, out / "crops.png", rows=crops))
+    click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+
+
+def _print_tables(report: Any) -> None:
+    from rich.console import Console
+
+    from wetok.report import codebook_table, summary_table
+
+    console = Console(width=max(140, Console().width))
+    console.print(summary_table(report))
+    if report.codebook:
+        console.print(codebook_table(report))
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
