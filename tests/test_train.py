@@ -151,6 +151,28 @@ def test_resume_is_exact(tmp_path: Path, data: Path) -> None:
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
 
+def test_sigterm_saves_a_checkpoint_and_stops(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    import train.loop as loop
+
+    real_step = loop.train_step
+
+    def step_then_signal(state, *args):  # noqa: ANN001, ANN202
+        out = real_step(state, *args)
+        if state.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    with pytest.raises(loop.TrainingStopped, match="stopped at step 2"):
+        train(_cfg(data, tmp_path, adversarial_weight=0.0), quiet=True)
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / CHECKPOINT_NAME
     save_checkpoint({"step": 1}, path)

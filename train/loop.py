@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,30 @@ class State:
     @property
     def tokenizer(self) -> Tokenizer:
         return self.model.module if isinstance(self.model, DDP) else self.model  # type: ignore[return-value]
+
+
+class TrainingStopped(RuntimeError):
+    """SIGINT or SIGTERM arrived: the run saved its checkpoint and stopped before ``cfg.steps``."""
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a request to stop after the current step (main thread only)."""
+
+    requested = False
+
+    def __enter__(self) -> _StopFlag:
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def pick_device(name: str) -> torch.device:
@@ -215,9 +241,10 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
         cfg.save(out / "config.resolved.json")
     loss_fn = GeneratorLoss(cfg, load_perceptual_loss(cfg, device))
     monitor = Monitor(cfg, out, enabled=rank == 0, quiet=quiet)
+    stop = _StopFlag()
     try:
-        with monitor:
-            while state.step < cfg.steps:
+        with monitor, stop:
+            while state.step < cfg.steps and not stop.requested:
                 real = next(batches).to(device, non_blocking=True)
                 if device.type == "cuda":
                     real = real.contiguous(memory_format=torch.channels_last)
@@ -229,6 +256,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     finally:
         if rank == 0 and state.step > 0:
             save_checkpoint(state_dict(state, cfg), ckpt_path)
+    if stop.requested:
+        raise TrainingStopped(f"stopped at step {state.step}; checkpoint in {out}, continue with --resume")
     if rank == 0:
         from train.export import export_model
 

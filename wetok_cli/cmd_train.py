@@ -39,7 +39,7 @@ def train_cmd(
     torchrun --nproc_per_node N -m wetok_cli.main train CONFIG.
     """
     from train.config import load_config
-    from train.loop import train
+    from train.loop import TrainingStopped, train
 
     extra = [
         f"{k}={v!r}".replace("'", '"')
@@ -61,4 +61,7 @@ def train_cmd(
         model_dir = train(cfg, resume=resume, quiet=quiet)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    except TrainingStopped as e:
+        click.echo(f"wetok: {e}", err=True)
+        raise SystemExit(130) from None
     click.echo(f"exported {model_dir}", err=True)
