@@ -10,17 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
-from train.config import TrainConfig
+from train.config import TrainConfig, load_config
 from train.loop import GeneratorLoss, build_state, load_perceptual_loss, train_step
 from wetok.config import TokenizerConfig
 
 CANDIDATES = {
+    "default (examples/train_default.toml)": load_config(
+        Path(__file__).resolve().parents[1] / "examples" / "train_default.toml"
+    ).model,
     "cpu-f16 (g4)": TokenizerConfig.preset("cpu-f16"),
     "ch32 1,1,2,4,8 g5": TokenizerConfig(ch=32, ch_mult=(1, 1, 2, 4, 8), num_res_blocks=1, groups=5),
-    "ch32 1,2,2,4,4 g5": TokenizerConfig(ch=32, ch_mult=(1, 2, 2, 4, 4), num_res_blocks=1, groups=5),
 }
 
 
