@@ -3,7 +3,8 @@
 # Usage: bash examples/train_default.sh [DATA_DIR]   (about 100 minutes on 2 CPU cores)
 set -euo pipefail
 data=${1:-../shared/data/train}
-wetok train examples/train_default.toml --data "$data"
+wetok train examples/train_default.toml --data "$data" -s steps=1112 -s perceptual_weight=0.1
+wetok train examples/train_default.toml --data "$data" --resume
 wetok train examples/train_default_stage2.toml --data "$data"
 rm -rf wetok/models/default
 mkdir -p wetok/models
