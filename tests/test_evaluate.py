@@ -106,13 +106,21 @@ def test_scores_of_identical_and_known_perturbation() -> None:
     assert 0 < noisy["ssim"] < 1 and 0 < noisy["ms_ssim"] < 1 and noisy["perceptual"] is None
 
 
-def test_joint_ssim_equals_metrics() -> None:
+def test_joint_ssim_equals_separate_calls_and_fast_filter_equals_conv() -> None:
+    import torch
+    import torch.nn.functional as F
+
     a, b = smooth_image(170, 180, 0), smooth_image(170, 180, 1)
-    ssim, ms = evalstats.ssim_and_ms_ssim(a, b)
+    ssim, ms = metrics.ssim_and_ms_ssim(a, b)
     assert ssim == pytest.approx(metrics.ssim(a, b), abs=1e-12)
     assert ms == pytest.approx(metrics.ms_ssim(a, b), abs=1e-12)
-    small = evalstats.ssim_and_ms_ssim(a[:64, :64], b[:64, :64])
+    small = metrics.ssim_and_ms_ssim(a[:64, :64], b[:64, :64])
     assert small[0] == pytest.approx(metrics.ssim(a[:64, :64], b[:64, :64]), abs=1e-12) and small[1] is None
+    x = torch.rand(1, 3, 40, 50, dtype=torch.float64)
+    win = metrics._gaussian_window()
+    ref = F.conv2d(x, win.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+    ref = F.conv2d(ref, win.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+    assert torch.allclose(metrics._gaussian_filter(x, win), ref, atol=1e-12)
 
 
 def test_perceptual_auto_falls_back_to_named_substitute(monkeypatch: pytest.MonkeyPatch) -> None:

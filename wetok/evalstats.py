@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from wetok import metrics
 from wetok.prior import PRIOR_TOTAL, Prior
@@ -27,56 +26,6 @@ WHOLE_IMAGE_FID_FROM = 500  # with at least this many images FID uses whole imag
 
 
 # ---- per-image scores ---------------------------------------------------------------------------------
-
-
-def _gaussian_filter(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' filter of ``[N, C, H, W]`` as shifted in-place sums: the float64 result of
-    ``metrics._gaussian_filter`` (to round-off) about 3x faster on CPU than a grouped float64 conv2d."""
-    k = win.numel()
-    h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
-    rows = x[..., :w] * win[0]
-    for i in range(1, k):
-        rows.add_(x[..., i : i + w], alpha=float(win[i]))
-    out = rows[..., :h, :] * win[0]
-    for i in range(1, k):
-        out.add_(rows[..., i : i + h, :], alpha=float(win[i]))
-    return out
-
-
-def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``metrics._ssim_and_cs`` (data range 255) with the five local moments filtered in one pass."""
-    if min(x.shape[-2:]) < metrics._WIN_SIZE:
-        raise ValueError(f"image side {min(x.shape[-2:])} is smaller than the SSIM window")
-    c1, c2 = (metrics._K1 * 255.0) ** 2, (metrics._K2 * 255.0) ** 2
-    moments = _gaussian_filter(torch.cat([x, y, x * x, y * y, x * y], dim=1), metrics._gaussian_window())
-    mu_x, mu_y, xx, yy, xy = moments.split(x.shape[1], dim=1)
-    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
-    cs_map = (2 * cov + c2) / (var_x + var_y + c2)
-    ssim_map = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs_map
-    return ssim_map.mean(dim=(-2, -1)), cs_map.mean(dim=(-2, -1))
-
-
-def ssim_and_ms_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float | None]:
-    """``(SSIM, MS-SSIM)`` of two uint8 ``[H, W, 3]`` images, sharing the full-resolution pass.
-
-    The values of ``metrics.ssim`` and ``metrics.ms_ssim`` (same windows, constants and pooling; the tests
-    hold them equal to 1e-12), computed about 4x faster; MS-SSIM is None when a side is ≤ 160 pixels.
-    """
-    x, y = metrics._pair(a, b)
-    levels = len(metrics.MS_SSIM_WEIGHTS)
-    ssim_c, cs_c = _ssim_and_cs(x, y)
-    ssim = float(ssim_c.mean())
-    if min(x.shape[-2:]) <= (metrics._WIN_SIZE - 1) * 2 ** (levels - 1):
-        return ssim, None
-    factors = []
-    for _ in range(1, levels):
-        factors.append(torch.relu(cs_c))
-        padding = [s % 2 for s in x.shape[-2:]]
-        x, y = F.avg_pool2d(x, 2, padding=padding), F.avg_pool2d(y, 2, padding=padding)
-        ssim_c, cs_c = _ssim_and_cs(x, y)
-    factors.append(torch.relu(ssim_c))
-    weights = torch.tensor(metrics.MS_SSIM_WEIGHTS, dtype=torch.float64).view(-1, 1, 1)
-    return ssim, float(torch.prod(torch.stack(factors) ** weights, dim=0).mean())
 
 
 def load_distance(name: str) -> tuple[torch.nn.Module | None, str | None, str | None]:

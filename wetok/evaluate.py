@@ -180,11 +180,11 @@ class Scorer:
         self.perceptual = evalstats.PerceptualScorer(net) if net is not None else None
 
     def __call__(self, orig: np.ndarray, recon: np.ndarray, perceptual: bool = True) -> dict[str, Any]:
-        from wetok.metrics import psnr
+        from wetok.metrics import psnr, ssim_and_ms_ssim
 
         if orig.shape != recon.shape:
             raise ValueError(f"reconstruction is {recon.shape}, original {orig.shape}")
-        ssim, ms_ssim = evalstats.ssim_and_ms_ssim(orig, recon)
+        ssim, ms_ssim = ssim_and_ms_ssim(orig, recon)
         dist = self.perceptual(orig, recon) if perceptual and self.perceptual else None
         return {"psnr": psnr(orig, recon), "ssim": ssim, "ms_ssim": ms_ssim, "perceptual": dist}
 

@@ -76,22 +76,27 @@ def _gaussian_window(size: int = _WIN_SIZE, sigma: float = _WIN_SIGMA) -> torch.
 
 
 def _gaussian_filter(x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filter of `[N, C, H, W]`, per channel."""
-    c = x.shape[1]
-    x = F.conv2d(x, win.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, win.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    """Separable 'valid' filter of `[N, C, H, W]`, per channel, as shifted in-place sums (about 3x faster
+    on CPU than a grouped float64 conv2d, equal to round-off)."""
+    k = win.numel()
+    h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+    rows = x[..., :w] * win[0]
+    for i in range(1, k):
+        rows.add_(x[..., i : i + w], alpha=float(win[i]))
+    out = rows[..., :h, :] * win[0]
+    for i in range(1, k):
+        out.add_(rows[..., i : i + h, :], alpha=float(win[i]))
+    return out
 
 
 def _ssim_and_cs(x: torch.Tensor, y: torch.Tensor, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel SSIM and contrast-structure term, each `[N, C]`."""
+    """Per-channel SSIM and contrast-structure term, each `[N, C]`; the five local moments in one pass."""
     if min(x.shape[-2:]) < _WIN_SIZE:
         raise ValueError(f"image side {min(x.shape[-2:])} is smaller than the {_WIN_SIZE}-tap SSIM window")
-    win = _gaussian_window()
     c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
-    mu_x, mu_y = _gaussian_filter(x, win), _gaussian_filter(y, win)
-    var_x = _gaussian_filter(x * x, win) - mu_x**2
-    var_y = _gaussian_filter(y * y, win) - mu_y**2
-    cov = _gaussian_filter(x * y, win) - mu_x * mu_y
+    moments = _gaussian_filter(torch.cat([x, y, x * x, y * y, x * y], dim=1), _gaussian_window())
+    mu_x, mu_y, xx, yy, xy = moments.split(x.shape[1], dim=1)
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     cs_map = (2 * cov + c2) / (var_x + var_y + c2)
     ssim_map = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs_map
     return ssim_map.mean(dim=(-2, -1)), cs_map.mean(dim=(-2, -1))
@@ -114,21 +119,34 @@ def ms_ssim(a: ArrayLike, b: ArrayLike, data_range: float = 255.0) -> float:
     11-tap window still fits at the coarsest scale (e.g. 256x256 and Kodak's 768x512 are fine).
     """
     x, y = _pair(a, b)
-    levels = len(MS_SSIM_WEIGHTS)
-    min_side = (_WIN_SIZE - 1) * 2 ** (levels - 1)
+    min_side = (_WIN_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
     if min(x.shape[-2:]) <= min_side:
         raise ValueError(f"MS-SSIM needs both image sides > {min_side} pixels, got {tuple(x.shape[-2:])}")
+    return _ms_ssim(x, y, data_range, _ssim_and_cs(x, y, data_range))
+
+
+def _ms_ssim(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, first: tuple[torch.Tensor, torch.Tensor]
+) -> float:
+    ssim_c, cs_c = first
     factors = []
-    for level in range(levels):
+    for _ in range(1, len(MS_SSIM_WEIGHTS)):
+        factors.append(torch.relu(cs_c))
+        padding = [s % 2 for s in x.shape[-2:]]
+        x, y = F.avg_pool2d(x, 2, padding=padding), F.avg_pool2d(y, 2, padding=padding)
         ssim_c, cs_c = _ssim_and_cs(x, y, data_range)
-        if level < levels - 1:
-            factors.append(torch.relu(cs_c))
-            padding = [s % 2 for s in x.shape[-2:]]
-            x = F.avg_pool2d(x, kernel_size=2, padding=padding)
-            y = F.avg_pool2d(y, kernel_size=2, padding=padding)
     factors.append(torch.relu(ssim_c))
     weights = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64).view(-1, 1, 1)
     return float(torch.prod(torch.stack(factors) ** weights, dim=0).mean())
+
+
+def ssim_and_ms_ssim(a: ArrayLike, b: ArrayLike, data_range: float = 255.0) -> tuple[float, float | None]:
+    """``(SSIM, MS-SSIM)`` sharing the full-resolution pass; MS-SSIM is None when a side is ≤ 160 pixels."""
+    x, y = _pair(a, b)
+    first = _ssim_and_cs(x, y, data_range)
+    if min(x.shape[-2:]) <= (_WIN_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1):
+        return float(first[0].mean()), None
+    return float(first[0].mean()), _ms_ssim(x, y, data_range, first)
 
 
 # ---- FID / KID on feature sets ------------------------------------------------------------------------
