@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +28,12 @@ class TokenizerOutput(NamedTuple):
     codes: Tensor  # [B, d, h, w], ±1 with straight-through gradient
     indices: Tensor  # [B, h, w, g]
     losses: dict[str, Tensor]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def state_fingerprint(config: TokenizerConfig, state: dict[str, Tensor]) -> str:
@@ -147,6 +154,7 @@ class Tokenizer(nn.Module):
         save_file(
             state, str(tmp), metadata={"format": "pt", "wetok_config": json.dumps(self.config.to_dict())}
         )
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates its file 0600; models are meant to be shared
         tmp.replace(directory / WEIGHTS_NAME)
         tmp_cfg = directory / (CONFIG_NAME + ".tmp")
         self.config.save(tmp_cfg)
