@@ -40,5 +40,5 @@ def test_default_model_round_trip(codec: wetok.Codec) -> None:
     assert len(data) < 96 * 136 * 3 // 100
     out = np.asarray(codec.decompress(data, seed=0))
     assert out.shape == image.shape
-    assert psnr(image, out) > 18  # a trained model, not random weights
+    assert psnr(image, out) > 14  # trained: 16.3 dB; the same architecture with random weights: 11.2 dB
     assert np.array_equal(out, np.asarray(codec.decompress(data, seed=0)))

@@ -18,7 +18,7 @@ from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from train.config import TrainConfig, load_config
 from train.data import CropDataset
 from train.loop import train
-from wetok import Tokenizer
+from wetok import Codec, Tokenizer
 from wetok_cli.cmd_train import train_cmd
 
 
@@ -84,9 +84,7 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
 def test_both_stages_end_to_end_through_cli(tmp_path: Path, data: Path) -> None:
     runner = CliRunner()
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
-    common = [
-        "-s",
-        'model="tiny"',
+    common = [  # stage 2 takes its model from --init-from, so only stage 1 names one
         "-s",
         "crop=32",
         "-s",
@@ -107,7 +105,8 @@ def test_both_stages_end_to_end_through_cli(tmp_path: Path, data: Path) -> None:
         "--data",
         str(data),
     ]
-    r = runner.invoke(train_cmd, [*common, "--out", str(s1), "-s", "steps=40", "-s", "adversarial_weight=0"])
+    stage1 = ["-s", 'model="tiny"', "-s", "steps=40", "-s", "adversarial_weight=0"]
+    r = runner.invoke(train_cmd, [*common, *stage1, "--out", str(s1)])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in (s1 / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["rec/l1"] < rows[0]["rec/l1"]  # it learns
@@ -127,6 +126,8 @@ def test_both_stages_end_to_end_through_cli(tmp_path: Path, data: Path) -> None:
     assert torch.equal(model2.encode(x), model1.encode(x))  # encoder and quantizer frozen in stage 2
     rows = [json.loads(line) for line in (s2 / "metrics.jsonl").read_text().splitlines()]
     assert "adv/gen" in rows[-1] and "gq/entropy" not in rows[-1]
+    assert len(rows[-1]["gq/usage"]) == 2  # usage counted on the stage-1 model's groups
+    assert Codec.from_pretrained(s2 / "model").prior.groups == 2  # entropy tables fitted on its tokens
 
 
 def test_cli_usage_errors(tmp_path: Path) -> None:

@@ -33,5 +33,5 @@ def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
     except ValueError:
         data = CropDataset(cfg.data, cfg.crop, seed=cfg.seed + 1, rescale=False)
     batches = (model.encode(data[i].unsqueeze(0)) for i in range(cfg.prior_images))
-    fit_prior(batches, cfg.model.groups, cfg.model.group_bits).save(directory)
+    fit_prior(batches, model.config.groups, model.config.group_bits).save(directory)
     return directory

@@ -229,6 +229,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
     state = build_state(cfg, device, world)
+    cfg.model = state.tokenizer.config  # stage 2: the config of the model it starts from, widened
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
     ckpt = load_checkpoint(ckpt_path) if resume else None
