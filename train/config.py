@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,16 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     return d
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
-    """Read a TOML (or JSON) config file, apply overrides, and validate."""
+def load_config(
+    path: str | Path | None, overrides: Sequence[str] = (), values: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Read a TOML (or JSON) config file, set ``values`` (already typed, e.g. from CLI flags), then apply
+    the ``key=value`` text overrides, and validate."""
     d: dict[str, Any] = {}
     if path:
         text = Path(path).read_text()
         d = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
     if isinstance(d.get("model"), str):
         d["model"] = {"preset": d["model"]}
+    d.update(values or {})
     return TrainConfig.from_dict(apply_overrides(d, list(overrides)))

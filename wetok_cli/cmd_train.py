@@ -41,18 +41,10 @@ def train_cmd(
     from train.config import load_config
     from train.loop import TrainingStopped, train
 
-    extra = [
-        f"{k}={v!r}".replace("'", '"')
-        for k, v in (
-            ("data", data and str(data)),
-            ("out", out and str(out)),
-            ("init_from", init_from and str(init_from)),
-        )
-        if v
-    ]
-    extra += [f"stage={stage}"] if stage else []
+    flags = {"data": data, "out": out, "init_from": init_from, "stage": stage}
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
     try:
-        cfg = load_config(config, [*extra, *overrides])
+        cfg = load_config(config, overrides, values)
     except (ValueError, KeyError, TypeError) as e:
         raise click.UsageError(f"bad training config: {e}") from None
     if not cfg.data:
