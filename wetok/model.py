@@ -1,7 +1,7 @@
 """WeTok encoder and (generative) decoder, with the parameter names of the official release.
 
-Shapes: images ``[B, 3, H, W]`` in ``[-1, 1]``; latents ``[B, d, H/f, W/f]`` with ``f = 2^(L-1)``,
-``L = len(ch_mult)``.
+Shapes: images ``[B, 3, H, W]`` in ``[-1, 1]``; latents ``[B, d, H/f, W/f]`` with
+``f = patch_size · 2^(L-1)``, ``L = len(ch_mult)``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ class Encoder(nn.Module):
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
         widths = [cfg.ch * m for m in cfg.ch_mult]
-        self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1, bias=False)
+        self.patch_size = cfg.patch_size
+        self.conv_in = nn.Conv2d(cfg.in_channels * cfg.patch_size**2, cfg.ch, 3, padding=1, bias=False)
         self.down = nn.ModuleList()
         cin = cfg.ch
         for i, cout in enumerate(widths):
@@ -48,6 +49,8 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(cin, cfg.latent_dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.patch_size > 1:
+            x = F.pixel_unshuffle(x, self.patch_size)
         x = self.conv_in(x)
         for level in self.down:
             for block in level.block:
@@ -84,7 +87,8 @@ class Decoder(nn.Module):
         self.up = nn.ModuleList(up)  # indexed by level, not by execution order
         self.adaptive = nn.ModuleList(adaptive)
         self.norm_out = norm(cin, cfg.norm_groups)
-        self.conv_out = nn.Conv2d(cin, 3, 3, padding=1)
+        self.patch_size = cfg.patch_size
+        self.conv_out = nn.Conv2d(cin, 3 * cfg.patch_size**2, 3, padding=1)
 
     def forward(
         self, codes: Tensor, noise: Tensor | None = None, style: tuple[Tensor, Tensor] | None = None
@@ -106,4 +110,5 @@ class Decoder(nn.Module):
                 x = block(x)
             if hasattr(level, "upsample"):
                 x = level.upsample(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        x = self.conv_out(F.silu(self.norm_out(x)))
+        return F.pixel_shuffle(x, self.patch_size) if self.patch_size > 1 else x
