@@ -230,3 +230,22 @@ def test_ddp_replicas_stay_identical(tmp_path: Path, data: Path) -> None:
     assert not torch.equal(
         p0, torch.cat([p.flatten() for p in Tokenizer(_cfg(data, tmp_path).model).parameters()])
     )
+
+
+def test_stage1_continues_from_a_model_with_fresh_optimizer_and_warmup(tmp_path: Path, data: Path) -> None:
+    first = train(_cfg(data, tmp_path / "a", adversarial_weight=0.0, steps=4), quiet=True)
+    start = Tokenizer.from_pretrained(first)  # fp16 export, loaded as float32
+    assert all(p.dtype == torch.float32 for p in start.parameters())
+    cfg = _cfg(data, tmp_path / "b", adversarial_weight=0.0, steps=3, warmup_steps=4, init_from=str(first))
+    cfg.model = TrainConfig().model  # the config file's model is ignored: the weights define the model
+    train(cfg, quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    # Logged values are means over the log window (log_every=2): the lr of steps 1 and 2 of a 4-step ramp.
+    assert rows[0]["lr"] == pytest.approx(1e-3 * (1 / 4 + 2 / 4) / 2)
+    ckpt = load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
+    assert ckpt["step"] == 3 and ckpt["config"]["model"] == start.config.to_dict()
+    moved = Tokenizer(start.config)
+    moved.load_state_dict(ckpt["model"])
+    assert any(not torch.equal(a, b) for a, b in zip(moved.parameters(), start.parameters(), strict=True))
+    with pytest.raises(FileNotFoundError, match="no such model directory"):
+        train(_cfg(data, tmp_path / "c", init_from="no-such-model"), quiet=True)

@@ -20,7 +20,9 @@ class TrainConfig:
 
     model: TokenizerConfig = field(default_factory=lambda: TokenizerConfig.preset("cpu-f16"))
     stage: int = 1  # 1: reconstruction; 2: generative decoder fine-tuning (needs init_from)
-    init_from: str = ""  # stage 2: a stage-1 model directory or training checkpoint
+    # Stage 2: the stage-1 model to start from. Stage 1: optional, continue training a model (a model
+    # directory, a training checkpoint or an installed model name such as "default") with a fresh optimizer.
+    init_from: str = ""
     data: str = ""
     out: str = "runs/wetok"
     crop: int = 128
@@ -29,6 +31,7 @@ class TrainConfig:
     steps: int = 1000
     lr: float = 1e-4
     lr_drops: tuple[int, ...] = ()  # steps at which the lr is multiplied by 0.1
+    warmup_steps: int = 0  # linear lr warm-up: a fresh optimizer on trained weights needs a few hundred
     betas: tuple[float, float] = (0.5, 0.9)
     ema_decay: float = 0.999
     # Loss weights (WETOK_REFERENCE.md §4).

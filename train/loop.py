@@ -88,22 +88,39 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
 
 
 def initial_model(cfg: TrainConfig) -> Tokenizer:
-    """Stage 1: a fresh model. Stage 2: the stage-1 model, widened for noise, encoder frozen."""
+    """Stage 1: a fresh model, or the weights of ``init_from`` (fp16 exports come back as float32).
+    Stage 2: the stage-1 model, widened for noise, encoder and quantizer frozen."""
     if cfg.stage == 1:
-        return Tokenizer(cfg.model)
+        return load_init_model(cfg.init_from).train() if cfg.init_from else Tokenizer(cfg.model)
     if not cfg.init_from:
         raise ValueError("stage 2 needs init_from: a stage-1 model directory or checkpoint")
-    src = Path(cfg.init_from)
-    if src.is_dir() and (src / "config.json").is_file():
-        base = Tokenizer.from_pretrained(src)
-    else:
-        ckpt = load_checkpoint(src / CHECKPOINT_NAME if src.is_dir() else src)
-        base = Tokenizer(TrainConfig.from_dict(ckpt["config"]).model)
-        base.load_state_dict(ckpt["ema"])
+    base = load_init_model(cfg.init_from)
     model = base if base.config.generative else base.to_generative()
     for p in [*model.encoder.parameters(), *model.quantizer.parameters()]:
         p.requires_grad_(False)
     return model.train()
+
+
+def load_init_model(source: str) -> Tokenizer:
+    """The model that ``init_from`` names: a model directory, a training checkpoint (its EMA weights), or
+    the name of an installed model (``wetok models``)."""
+    src = Path(source)
+    if src.is_dir() and (src / "config.json").is_file():
+        return Tokenizer.from_pretrained(src)
+    if src.exists():
+        ckpt = load_checkpoint(src / CHECKPOINT_NAME if src.is_dir() else src)
+        base = Tokenizer(TrainConfig.from_dict(ckpt["config"]).model)
+        base.load_state_dict(ckpt["ema"])
+        return base
+    from wetok.zoo import list_models
+
+    installed = {m.name: m.path for m in list_models()}
+    if source not in installed:
+        raise FileNotFoundError(
+            f"init_from {source!r}: no such model directory, checkpoint or installed model"
+            f" (installed: {', '.join(sorted(installed)) or 'none'})"
+        )
+    return Tokenizer.from_pretrained(installed[source])
 
 
 def build_state(cfg: TrainConfig, device: torch.device, world: int) -> State:
@@ -155,7 +172,8 @@ def load_state(state: State, ckpt: dict) -> None:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    return cfg.lr * 0.1 ** sum(step >= s for s in cfg.lr_drops)
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    return warmup * cfg.lr * 0.1 ** sum(step >= s for s in cfg.lr_drops)
 
 
 @torch.no_grad()
@@ -229,7 +247,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
     state = build_state(cfg, device, world)
-    cfg.model = state.tokenizer.config  # stage 2: the config of the model it starts from, widened
+    cfg.model = state.tokenizer.config  # with init_from: the config of that model (widened in stage 2)
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
     ckpt = load_checkpoint(ckpt_path) if resume else None

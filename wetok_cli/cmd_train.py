@@ -20,7 +20,12 @@ import click
 @click.option("--data", type=click.Path(exists=True, path_type=Path), help="Folder of training images.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (checkpoints, logs, model).")
 @click.option("--stage", type=click.IntRange(1, 2), help="1: reconstruction, 2: generative decoder.")
-@click.option("--init-from", type=click.Path(exists=True, path_type=Path), help="Stage-1 model for stage 2.")
+@click.option(
+    "--init-from",
+    metavar="MODEL",
+    help="Start from this model (directory, checkpoint or installed name): stage 2 needs one; in stage 1 it "
+    "continues training a model, e.g. --init-from default.",
+)
 @click.option("--resume", is_flag=True, help="Continue exactly from the run directory's checkpoint.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def train_cmd(
@@ -29,7 +34,7 @@ def train_cmd(
     data: Path | None,
     out: Path | None,
     stage: int | None,
-    init_from: Path | None,
+    init_from: str | None,
     resume: bool,
     quiet: bool,
 ) -> None:
