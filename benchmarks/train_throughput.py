@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from train.config import TrainConfig, load_config
-from train.loop import GeneratorLoss, build_state, load_perceptual_loss, train_step
 from wetok.config import TokenizerConfig
+from wetok_train.config import TrainConfig, load_config
+from wetok_train.loop import GeneratorLoss, build_state, load_perceptual_loss, train_step
 
 CANDIDATES = {
     "default (examples/train_default.toml)": load_config(

@@ -273,14 +273,6 @@ def test_version_and_help() -> None:
     assert wetok("eval", "--help").exit_code == 0
 
 
-def test_missing_command_module_is_a_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wetok_cli import main
-
-    monkeypatch.setitem(main.COMMANDS, "eval", "wetok_cli.no_such_module:eval_cmd")
-    result = wetok("eval", "x.png")
-    assert result.exit_code == 1 and "not available in this build" in result.stderr
-
-
 def test_shell_completion() -> None:
     env = {"_WETOK_COMPLETE": "bash_complete", "COMP_WORDS": "wetok dec", "COMP_CWORD": "1"}
     result = CliRunner().invoke(cli, [], env=env, prog_name="wetok")

@@ -14,12 +14,12 @@ import torch.multiprocessing as mp
 from click.testing import CliRunner
 from PIL import Image
 
-from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from train.config import TrainConfig, load_config
-from train.data import CropDataset
-from train.loop import train
 from wetok import Codec, Tokenizer
 from wetok_cli.cmd_train import train_cmd
+from wetok_train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from wetok_train.config import TrainConfig, load_config
+from wetok_train.data import CropDataset
+from wetok_train.loop import train
 
 
 def _make_images(folder: Path, n: int = 6, size: int = 48) -> Path:
@@ -160,7 +160,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(
 ) -> None:
     import signal
 
-    import train.loop as loop
+    import wetok_train.loop as loop
 
     real_step = loop.train_step
 
@@ -201,8 +201,8 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result: s
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from train.loop import build_state, pick_device, train_step
-    from train.losses import GeneratorLoss
+    from wetok_train.loop import build_state, pick_device, train_step
+    from wetok_train.losses import GeneratorLoss
 
     cfg = _cfg(Path(data), Path(out), steps=3)
     device = pick_device("cpu")

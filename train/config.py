@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from wetok.config import TokenizerConfig
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from train.config import TrainConfig
-from train.data import CropDataset
 from wetok.tokenizer import Tokenizer
+from wetok_train.config import TrainConfig
+from wetok_train.data import CropDataset
 
 EXPORT_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 

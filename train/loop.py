@@ -20,12 +20,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from train.config import TrainConfig
-from train.data import CropDataset, StepSampler
-from train.losses import AdversarialLoss, GeneratorLoss, PatchDiscriminator
-from train.monitor import Monitor
 from wetok.tokenizer import Tokenizer
+from wetok_train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from wetok_train.config import TrainConfig
+from wetok_train.data import CropDataset, StepSampler
+from wetok_train.losses import AdversarialLoss, GeneratorLoss, PatchDiscriminator
+from wetok_train.monitor import Monitor
 
 
 @dataclass
@@ -278,7 +278,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     if stop.requested:
         raise TrainingStopped(f"stopped at step {state.step}; checkpoint in {out}, continue with --resume")
     if rank == 0:
-        from train.export import export_model
+        from wetok_train.export import export_model
 
         export_model(state.ema, cfg, out / "model")
     if dist.is_initialized():

@@ -1,7 +1,7 @@
 """Losses of both training stages: reconstruction, perceptual, GQ, adversarial (hinge + LeCam).
 
 Every loss returns a dict with namespaced keys (``rec/l1``, ``gq/entropy``, ``adv/gen`` …); the total is
-``Σ weight·term`` with the weights from :class:`train.config.TrainConfig`.
+``Σ weight·term`` with the weights from :class:`wetok_train.config.TrainConfig`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from train.config import TrainConfig
+from wetok_train.config import TrainConfig
 
 
 class PatchDiscriminator(nn.Module):

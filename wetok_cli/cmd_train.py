@@ -43,8 +43,8 @@ def train_cmd(
     CONFIG is a TOML file (see examples/train_default.toml); flags and --set override it. Multi-GPU:
     torchrun --nproc_per_node N -m wetok_cli.main train CONFIG.
     """
-    from train.config import load_config
-    from train.loop import TrainingStopped, train
+    from wetok_train.config import load_config
+    from wetok_train.loop import TrainingStopped, train
 
     flags = {"data": data, "out": out, "init_from": init_from, "stage": stage}
     values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}

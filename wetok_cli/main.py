@@ -14,7 +14,9 @@ import click
 
 from wetok_cli.common import Settings, WetokGroup
 
-# Commands are imported when used, so `wetok --version`, `--help` and completion do not load torch.
+# Commands are imported when used; the command modules import torch (and the heavy parts of wetok) only
+# inside their functions, so `wetok --version`, `--help` and completion do not load torch
+# (tests/test_packaging.py checks it).
 COMMANDS = {
     "compress": "wetok_cli.cmd_compress:compress_cmd",
     "decompress": "wetok_cli.cmd_compress:decompress_cmd",
@@ -37,30 +39,13 @@ class LazyGroup(WetokGroup):
         if name not in COMMANDS:
             return None
         module, attr = COMMANDS[name].split(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            return _unavailable(name)
+        return getattr(importlib.import_module(module), attr)
 
     def shell_complete(self, ctx: click.Context, incomplete: str) -> list[Any]:
         from click.shell_completion import CompletionItem
 
         names = [CompletionItem(n) for n in COMMANDS if n.startswith(incomplete)]
         return names + click.Command.shell_complete(self, ctx, incomplete)
-
-
-def _unavailable(name: str) -> click.Command:
-    """A stand-in for a command whose module is not part of this build."""
-
-    @click.command(name, context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def stand_in(args: tuple[str, ...]) -> None:
-        raise click.ClickException(f"`wetok {name}` is not available in this build of wetok")
-
-    stand_in.help = "(not available in this build of wetok)"
-    return stand_in
 
 
 def _version_of(package: str) -> str:
