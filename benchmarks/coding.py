@@ -61,14 +61,23 @@ def coding_row(groups: int, bits: int, mode: str, repeats: int) -> dict:
     ideal_bits = prior.ideal_bits(tokens)
     file_bytes = len(payload) + fmt.header_bytes(header)
     ideal_file = fmt.header_bytes(header) + ideal_bits / 8
-    return {"g": groups, "d'": bits, "mode": used, "symbols": int(tokens.size), "payload_bytes": len(payload),
-            "ideal_payload_bytes": ideal_bits / 8,
-            "payload_overhead_%": 100 * (8 * len(payload) / ideal_bits - 1),
-            "file_bytes": file_bytes, "file_overhead_%": 100 * (file_bytes / ideal_file - 1),
-            "bits_per_token": 8 * len(payload) / len(tokens),
-            "bpp": 8 * file_bytes / (256 * GRID[0] * GRID[1]),
-            "encode_Msym_per_s": tokens.size / enc / 1e6, "decode_Msym_per_s": tokens.size / dec / 1e6,
-            "encode_ms": 1e3 * enc, "decode_ms": 1e3 * dec}
+    return {
+        "g": groups,
+        "d'": bits,
+        "mode": used,
+        "symbols": int(tokens.size),
+        "payload_bytes": len(payload),
+        "ideal_payload_bytes": ideal_bits / 8,
+        "payload_overhead_%": 100 * (8 * len(payload) / ideal_bits - 1),
+        "file_bytes": file_bytes,
+        "file_overhead_%": 100 * (file_bytes / ideal_file - 1),
+        "bits_per_token": 8 * len(payload) / len(tokens),
+        "bpp": 8 * file_bytes / (256 * GRID[0] * GRID[1]),
+        "encode_Msym_per_s": tokens.size / enc / 1e6,
+        "decode_Msym_per_s": tokens.size / dec / 1e6,
+        "encode_ms": 1e3 * enc,
+        "decode_ms": 1e3 * dec,
+    }
 
 
 def model_share(repeats: int) -> dict:
@@ -83,9 +92,14 @@ def model_share(repeats: int) -> dict:
     data = codec.pack_tokens(tokens, size, "static")
     assert fmt.unpack(data)[0].mode == "static"
     unpack = best_time(lambda: codec.unpack_tokens(data), repeats)
-    return {"model_encode_ms": 1e3 * encode, "pack_static_ms": 1e3 * pack, "unpack_static_ms": 1e3 * unpack,
-            "coding_share_of_encode_%": 100 * pack / (encode + pack), "bytes": len(data),
-            "threads": torch.get_num_threads()}
+    return {
+        "model_encode_ms": 1e3 * encode,
+        "pack_static_ms": 1e3 * pack,
+        "unpack_static_ms": 1e3 * unpack,
+        "coding_share_of_encode_%": 100 * pack / (encode + pack),
+        "bytes": len(data),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -100,13 +114,24 @@ def main() -> None:
     if args.json:
         print(json.dumps({"grid": GRID, "rows": rows, "model": share}, indent=2))
         return
-    cols = ["g", "d'", "mode", "file_bytes", "bits_per_token", "bpp", "payload_overhead_%", "file_overhead_%",
-            "encode_Msym_per_s", "decode_Msym_per_s"]
+    cols = [
+        "g",
+        "d'",
+        "mode",
+        "file_bytes",
+        "bits_per_token",
+        "bpp",
+        "payload_overhead_%",
+        "file_overhead_%",
+        "encode_Msym_per_s",
+        "decode_Msym_per_s",
+    ]
     print(f"token grid {GRID[1]}x{GRID[0]} (768x512 at f16), Zipf(1.1) prior, tokens sampled from it")
     print(" | ".join(f"{c:>12}" for c in cols))
     for row in rows:
-        print(" | ".join(f"{row[c]:>12.4g}" if isinstance(row[c], float) else f"{row[c]!s:>12}"
-                         for c in cols))
+        print(
+            " | ".join(f"{row[c]:>12.4g}" if isinstance(row[c], float) else f"{row[c]!s:>12}" for c in cols)
+        )
     if share:
         print(", ".join(f"{k} {v:.4g}" for k, v in share.items()))
 

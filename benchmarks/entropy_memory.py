@@ -91,8 +91,17 @@ def rows(dims: list[int], tokens: int, budget: float, device: str) -> list[dict]
             if d % bits:
                 continue
             analytic = softmax_bytes(tokens, d, bits)
-            row = {"method": method, "d": d, "g": d // bits, "d_prime": bits, "tokens": tokens,
-                   "softmax_mb": analytic / MB, "peak_mb": None, "ms": None, "status": "ok"}
+            row = {
+                "method": method,
+                "d": d,
+                "g": d // bits,
+                "d_prime": bits,
+                "tokens": tokens,
+                "softmax_mb": analytic / MB,
+                "peak_mb": None,
+                "ms": None,
+                "status": "ok",
+            }
             if ESTIMATE_FACTOR * analytic > budget:
                 row["status"] = f"OOM-skipped (would need ~{ESTIMATE_FACTOR * analytic / 2**30:,.1f} GB)"
             else:
@@ -103,8 +112,10 @@ def rows(dims: list[int], tokens: int, budget: float, device: str) -> list[dict]
 
 
 def _table(result: dict) -> None:
-    print(f"entropy loss fwd+bwd, {result['tokens']} tokens, device {result['device']} "
-          f"({result['method']}), budget {result['budget_gb']} GB")
+    print(
+        f"entropy loss fwd+bwd, {result['tokens']} tokens, device {result['device']} "
+        f"({result['method']}), budget {result['budget_gb']} GB"
+    )
     cols = f"{'method':<6} {'d':>3} {'g':>3} {'d_prime':>7} {'softmax MB':>11} {'peak MB':>9} {'ms':>8}"
     print(cols + "  status")
     for r in result["rows"]:
@@ -132,9 +143,14 @@ def main() -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     method = "cuda max_memory_allocated" if device == "cuda" else "peak RSS increase in a child process"
     dims = [int(x) for x in args.dims.split(",")]
-    result = {"device": device, "method": method, "tokens": args.tokens, "budget_gb": args.budget_gb,
-              "threads": torch.get_num_threads(),
-              "rows": rows(dims, args.tokens, args.budget_gb * 2**30, device)}
+    result = {
+        "device": device,
+        "method": method,
+        "tokens": args.tokens,
+        "budget_gb": args.budget_gb,
+        "threads": torch.get_num_threads(),
+        "rows": rows(dims, args.tokens, args.budget_gb * 2**30, device),
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:

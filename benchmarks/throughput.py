@@ -88,14 +88,20 @@ def bench_model(codec: Codec, device: str, rgb: np.ndarray, repeats: int) -> dic
     dec_s = timed(lambda: model.decode(tokens, seed=0), device, repeats)
     data = codec.compress(rgb)
     mpix = rgb.shape[0] * rgb.shape[1] / 1e6
-    row = {"model": codec.name, "device": device,
-           "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-           "enc_ms": 1000 * enc_s, "dec_ms": 1000 * dec_s, "enc_mp_s": mpix / enc_s, "dec_mp_s": mpix / dec_s,
-           "enc_gflop": flops(lambda: model.encode(x)),
-           "dec_gflop": flops(lambda: model.decode(tokens, seed=0)),
-           "codec_enc_ms": 1000 * timed(lambda: codec.compress(rgb), device, repeats),
-           "codec_dec_ms": 1000 * timed(lambda: codec.decompress(data), device, repeats),
-           "file_bytes": len(data)}
+    row = {
+        "model": codec.name,
+        "device": device,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "enc_ms": 1000 * enc_s,
+        "dec_ms": 1000 * dec_s,
+        "enc_mp_s": mpix / enc_s,
+        "dec_mp_s": mpix / dec_s,
+        "enc_gflop": flops(lambda: model.encode(x)),
+        "dec_gflop": flops(lambda: model.decode(tokens, seed=0)),
+        "codec_enc_ms": 1000 * timed(lambda: codec.compress(rgb), device, repeats),
+        "codec_dec_ms": 1000 * timed(lambda: codec.decompress(data), device, repeats),
+        "file_bytes": len(data),
+    }
     row["enc_gflop_s"] = row["enc_gflop"] / enc_s
     row["dec_gflop_s"] = row["dec_gflop"] / dec_s
     return row
@@ -127,15 +133,27 @@ def _devices(choice: str) -> list[str]:
 
 def _table(result: dict) -> None:
     for dev, p in result["peaks"].items():
-        print(f"{dev}: matmul peak {p['matmul_gflops']:.1f} GFLOP/s, conv3x3 peak {p['conv_gflops']:.1f} "
-              f"GFLOP/s (float32, {result['threads']} CPU threads); image {result['size']}")
-    cols = [("model", "<28", "model"), ("dev", "<4", "device"), ("params M", ">8.2f", "params_m"),
-            ("enc ms", ">8.1f", "enc_ms"), ("dec ms", ">8.1f", "dec_ms"), ("enc MP/s", ">8.2f", "enc_mp_s"),
-            ("dec MP/s", ">8.2f", "dec_mp_s"), ("enc GFLOP", ">9.1f", "enc_gflop"),
-            ("dec GFLOP", ">9.1f", "dec_gflop"), ("enc GF/s", ">8.1f", "enc_gflop_s"),
-            ("dec GF/s", ">8.1f", "dec_gflop_s"), ("enc %pk", ">7.0f", "enc_pct_peak"),
-            ("dec %pk", ">7.0f", "dec_pct_peak"),
-            ("codec enc ms", ">12.1f", "codec_enc_ms"), ("codec dec ms", ">12.1f", "codec_dec_ms")]
+        print(
+            f"{dev}: matmul peak {p['matmul_gflops']:.1f} GFLOP/s, conv3x3 peak {p['conv_gflops']:.1f} "
+            f"GFLOP/s (float32, {result['threads']} CPU threads); image {result['size']}"
+        )
+    cols = [
+        ("model", "<28", "model"),
+        ("dev", "<4", "device"),
+        ("params M", ">8.2f", "params_m"),
+        ("enc ms", ">8.1f", "enc_ms"),
+        ("dec ms", ">8.1f", "dec_ms"),
+        ("enc MP/s", ">8.2f", "enc_mp_s"),
+        ("dec MP/s", ">8.2f", "dec_mp_s"),
+        ("enc GFLOP", ">9.1f", "enc_gflop"),
+        ("dec GFLOP", ">9.1f", "dec_gflop"),
+        ("enc GF/s", ">8.1f", "enc_gflop_s"),
+        ("dec GF/s", ">8.1f", "dec_gflop_s"),
+        ("enc %pk", ">7.0f", "enc_pct_peak"),
+        ("dec %pk", ">7.0f", "dec_pct_peak"),
+        ("codec enc ms", ">12.1f", "codec_enc_ms"),
+        ("codec dec ms", ">12.1f", "codec_dec_ms"),
+    ]
     print(" ".join(f"{h:{fmt.split('.')[0]}}" for h, fmt, _ in cols))
     for r in result["rows"]:
         print(" ".join(f"{r[k]:{fmt}}" for _, fmt, k in cols))
@@ -154,8 +172,13 @@ def main() -> None:
     rgb = test_image(height, width)
     codecs, source = load_codecs(args.model, args.preset)
     devices = _devices(args.device)
-    result = {"size": f"{width}x{height}", "threads": torch.get_num_threads(), "models_from": source,
-              "peaks": {d: peaks(d) for d in devices}, "rows": []}
+    result = {
+        "size": f"{width}x{height}",
+        "threads": torch.get_num_threads(),
+        "models_from": source,
+        "peaks": {d: peaks(d) for d in devices},
+        "rows": [],
+    }
     with torch.inference_mode():
         for codec in codecs:
             for dev in devices:

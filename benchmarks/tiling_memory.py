@@ -56,8 +56,15 @@ def child(task: str, size: int, preset: str, tile: int | None) -> dict:
         baseline = rss_mb()
         start = time.perf_counter()
         assert codec.decompress(data).size == (size, size)
-    return {"task": task, "size": size, "preset": preset, "tile_tokens": codec.tile_tokens,
-            "baseline_mb": baseline, "peak_mb": rss_mb(), "seconds": time.perf_counter() - start}
+    return {
+        "task": task,
+        "size": size,
+        "preset": preset,
+        "tile_tokens": codec.tile_tokens,
+        "baseline_mb": baseline,
+        "peak_mb": rss_mb(),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def run_child(task: str, size: int, preset: str, tile: int | None) -> dict:
@@ -80,11 +87,15 @@ def seam_check(size: int, preset: str, tile: int) -> dict:
     psnr = 10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-12))
     bits = torch.arange(codec.model.config.group_bits)
     same_bits = ((whole[..., None] >> bits) & 1) == ((tiled[..., None] >> bits) & 1)
-    return {"seam_image": size, "seam_tile_tokens": tile,
-            "equal_symbols_%": 100 * float((whole == tiled).float().mean()),
-            "equal_bits_%": 100 * float(same_bits.float().mean()), "tiled_vs_untiled_psnr_db": psnr,
-            "seam_step_ratio": seam_ratio(b, size // f, tile, f),
-            "untiled_seam_step_ratio": seam_ratio(a, size // f, tile, f)}
+    return {
+        "seam_image": size,
+        "seam_tile_tokens": tile,
+        "equal_symbols_%": 100 * float((whole == tiled).float().mean()),
+        "equal_bits_%": 100 * float(same_bits.float().mean()),
+        "tiled_vs_untiled_psnr_db": psnr,
+        "seam_step_ratio": seam_ratio(b, size // f, tile, f),
+        "untiled_seam_step_ratio": seam_ratio(a, size // f, tile, f),
+    }
 
 
 def seam_ratio(img: np.ndarray, n: int, tile: int, f: int) -> float:
@@ -116,8 +127,10 @@ def main() -> None:
         return
     print(f"{'task':>8} {'image':>11} {'tile':>5} {'baseline MB':>12} {'peak RSS MB':>12} {'seconds':>8}")
     for r in rows:
-        print(f"{r['task']:>8} {r['size']:>5}x{r['size']:<5} {r['tile_tokens']:>5} {r['baseline_mb']:>12.0f} "
-              f"{r['peak_mb']:>12.0f} {r['seconds']:>8.1f}")
+        print(
+            f"{r['task']:>8} {r['size']:>5}x{r['size']:<5} {r['tile_tokens']:>5} {r['baseline_mb']:>12.0f} "
+            f"{r['peak_mb']:>12.0f} {r['seconds']:>8.1f}"
+        )
     print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in seams.items()))
 
 

@@ -1,6 +1,6 @@
 """Summarise the metrics logs of the default model's two training stages as markdown (TRAINING.md).
 
-    python examples/summarize_training.py runs/default-stage1 runs/default-stage2 > TRAINING.md
+python examples/summarize_training.py runs/default-stage1 runs/default-stage2 > TRAINING.md
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ def main(runs: list[str]) -> None:
     for i in sorted(keep):
         r = rows[i]
         cells = [f"{r[k]:.4f}" if k in r else "–" for k in COLUMNS]
-        print(f"| {r['stage']} | {r['step']} | {r['img_per_s']:.1f} | " + " | ".join(cells)
-              + f" | {min(r['gq/usage']):.3f} |")
+        print(
+            f"| {r['stage']} | {r['step']} | {r['img_per_s']:.1f} | "
+            + " | ".join(cells)
+            + f" | {min(r['gq/usage']):.3f} |"
+        )
 
 
 if __name__ == "__main__":

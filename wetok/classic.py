@@ -54,8 +54,9 @@ CLASSIC_CODECS: dict[str, ClassicCodec] = {
     "jpeg": ClassicCodec("jpeg", "JPEG", "JPEG", "jpg", "q", 1, 95, True, (2, 5, 10, 25)),
     "webp": ClassicCodec("webp", "WebP", "WEBP", "webp", "q", 0, 100, True, (0, 10, 30, 60)),
     "avif": ClassicCodec("avif", "AVIF", "AVIF", "avif", "q", 0, 100, True, (0, 15, 35, 60)),
-    "jpeg2000": ClassicCodec("jpeg2000", "JPEG 2000", "JPEG2000", "jpg_2000", "bpp", 0.005, 8.0, False,
-                             (0.05, 0.1, 0.2, 0.4)),
+    "jpeg2000": ClassicCodec(
+        "jpeg2000", "JPEG 2000", "JPEG2000", "jpg_2000", "bpp", 0.005, 8.0, False, (0.05, 0.1, 0.2, 0.4)
+    ),
 }
 
 
@@ -100,8 +101,15 @@ class Match:
     encode_s: float  # wall time of the one encode that made ``data``
 
 
-def largest_under(size_at: Callable[[float], int], low: float, high: float, target: int, integer: bool,
-                  iters: int = 8, guess: tuple[float, float] | None = None) -> tuple[float, bool]:
+def largest_under(
+    size_at: Callable[[float], int],
+    low: float,
+    high: float,
+    target: int,
+    integer: bool,
+    iters: int = 8,
+    guess: tuple[float, float] | None = None,
+) -> tuple[float, bool]:
     """Largest setting in ``[low, high]`` whose size is ≤ ``target``, assuming size grows with the setting.
 
     Integer knobs bisect until adjacent (``high`` itself is tried last, if ever); real knobs bisect
@@ -145,8 +153,9 @@ def match_size(codec: ClassicCodec, rgb: np.ndarray, target_bytes: int, iters: i
     if not codec.integer:  # the nominal rate lands near the real one: bracket it
         bpp = 8.0 * target_bytes / (rgb.shape[0] * rgb.shape[1])
         guess = (max(codec.low, bpp / 3), min(codec.high, bpp * 1.5))
-    setting, reached = largest_under(size_at, codec.low, codec.high, target_bytes, codec.integer, iters,
-                                     guess)
+    setting, reached = largest_under(
+        size_at, codec.low, codec.high, target_bytes, codec.integer, iters, guess
+    )
     # Sizes are not strictly monotone in the knob: keep the largest fitting file seen on the way.
     fitting = [(len(d), s) for s, (d, _) in cache.items() if len(d) <= target_bytes]
     if reached and fitting:

@@ -80,13 +80,23 @@ class WtkInfo(Header):
 class Codec:
     """A tokenizer and its prior, with the ``.wtk`` file methods. ``tile_tokens=0`` disables tiling."""
 
-    def __init__(self, model: Tokenizer, prior: Prior | None = None, name: str = "", path: Path | None = None,
-                 *, tile_tokens: int | None = None, pad_mode: str = "reflect") -> None:
+    def __init__(
+        self,
+        model: Tokenizer,
+        prior: Prior | None = None,
+        name: str = "",
+        path: Path | None = None,
+        *,
+        tile_tokens: int | None = None,
+        pad_mode: str = "reflect",
+    ) -> None:
         cfg = model.config
         prior = prior if prior is not None else Prior.uniform(cfg.groups, cfg.group_bits)
         if (prior.groups, prior.group_bits) != (cfg.groups, cfg.group_bits):
-            raise ValueError(f"prior is for g={prior.groups}, d'={prior.group_bits}; "
-                             f"model has g={cfg.groups}, d'={cfg.group_bits}")
+            raise ValueError(
+                f"prior is for g={prior.groups}, d'={prior.group_bits}; "
+                f"model has g={cfg.groups}, d'={cfg.group_bits}"
+            )
         self.model, self.prior, self.path = model.eval(), prior, path
         self.name = name or cfg.name or (path.name if path else "unnamed")
         self.tile_tokens = auto_tile_tokens(cfg) if tile_tokens is None else tile_tokens
@@ -125,8 +135,9 @@ class Codec:
         x = pad_to_multiple(array_to_tensor(rgb), self.model.config.downsample, self.pad_mode)
         return encode_tiled(self.model, x, self.tile_tokens), (height, width)
 
-    def decode_tokens(self, tokens: Tensor, size: tuple[int, int], seed: int | None = 0,
-                      noise_scale: float = 1.0) -> Image.Image:
+    def decode_tokens(
+        self, tokens: Tensor, size: tuple[int, int], seed: int | None = 0, noise_scale: float = 1.0
+    ) -> Image.Image:
         """Tokens ``[1, h, w, g]`` → RGB image cropped to ``size = (H, W)``."""
         rgb = decode_tiled(self.model, tokens, self.tile_tokens, seed, noise_scale)
         return to_pil(np.ascontiguousarray(rgb[: size[0], : size[1]]))
@@ -148,19 +159,23 @@ class Codec:
         """``.wtk`` bytes → tokens ``[1, h, w, g]`` (int64) and ``(H, W)``; checks the model id."""
         header, payload = fmt.unpack(data)
         self.check_header(header)
-        flat = decode_payload(payload, header.mode, header.num_tokens, header.groups, header.group_bits,
-                              self._coder)
+        flat = decode_payload(
+            payload, header.mode, header.num_tokens, header.groups, header.group_bits, self._coder
+        )
         tokens = torch.from_numpy(flat).view(1, header.token_height, header.token_width, header.groups)
         return tokens, (header.height, header.width)
 
     def check_header(self, header: Header) -> None:
         """Raise :class:`ModelMismatchError` unless the file was made with this codec."""
         if header.fingerprint != self.fingerprint:
-            raise ModelMismatchError(_mismatch_message(header.fingerprint, self), header.fingerprint,
-                                     self.fingerprint)
+            raise ModelMismatchError(
+                _mismatch_message(header.fingerprint, self), header.fingerprint, self.fingerprint
+            )
         if (header.downsample, header.groups, header.group_bits) != self._shape():
-            raise WtkFormatError(f"malformed .wtk header (f={header.downsample}, g={header.groups}, "
-                                 f"d'={header.group_bits} do not match model {self.name})")
+            raise WtkFormatError(
+                f"malformed .wtk header (f={header.downsample}, g={header.groups}, "
+                f"d'={header.group_bits} do not match model {self.name})"
+            )
 
     def _shape(self) -> tuple[int, int, int]:
         cfg = self.model.config
@@ -177,15 +192,22 @@ class Codec:
         tokens, size = self.unpack_tokens(data)
         return self.decode_tokens(tokens, size, seed=seed, noise_scale=noise_scale)
 
-    def compress_file(self, fin: str | Path | BinaryIO, fout: str | Path | BinaryIO,
-                      mode: str = "static") -> int:
+    def compress_file(
+        self, fin: str | Path | BinaryIO, fout: str | Path | BinaryIO, mode: str = "static"
+    ) -> int:
         """Read an image file, write a ``.wtk`` file; returns the bytes written."""
         data = self.compress(open_image(fin), mode=mode)
         _write(fout, data)
         return len(data)
 
-    def decompress_file(self, fin: str | Path | BinaryIO, fout: str | Path | BinaryIO, seed: int | None = 0,
-                        noise_scale: float = 1.0, format: str | None = None) -> Image.Image:
+    def decompress_file(
+        self,
+        fin: str | Path | BinaryIO,
+        fout: str | Path | BinaryIO,
+        seed: int | None = 0,
+        noise_scale: float = 1.0,
+        format: str | None = None,
+    ) -> Image.Image:
         """Read a ``.wtk`` file, write the image (format from ``fout``'s suffix, else PNG)."""
         image = self.decompress(_read(fin), seed=seed, noise_scale=noise_scale)
         if isinstance(fout, (str, Path)):
@@ -231,16 +253,23 @@ def _decode_window(model: Tokenizer, tokens: Tensor, **kwargs) -> Tensor:
     if tokens.shape[1] == tokens.shape[2] == 1:
         noise = kwargs.get("noise")
         if noise is None and model.config.generative:
-            noise = model.make_noise((1, model.config.latent_dim, 1, 1), kwargs.get("seed"),
-                                     kwargs.get("noise_scale", 1.0))
+            noise = model.make_noise(
+                (1, model.config.latent_dim, 1, 1), kwargs.get("seed"), kwargs.get("noise_scale", 1.0)
+            )
         kwargs["noise"] = noise.repeat(1, 1, 1, 2) if noise is not None else None
         f = model.config.downsample
         return model.decode(tokens.repeat(1, 1, 2, 1), **kwargs)[0, :, :, :f].float().cpu()
     return model.decode(tokens, **kwargs)[0].float().cpu()
 
 
-def decode_tiled(model: Tokenizer, tokens: Tensor, tile: int, seed: int | None = 0, noise_scale: float = 1.0,
-                 overlap: int = DECODE_OVERLAP) -> np.ndarray:
+def decode_tiled(
+    model: Tokenizer,
+    tokens: Tensor,
+    tile: int,
+    seed: int | None = 0,
+    noise_scale: float = 1.0,
+    overlap: int = DECODE_OVERLAP,
+) -> np.ndarray:
     """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]``; overlapping tiles blended with linear ramps.
 
     One noise tensor ``[1, d, h, w]`` is drawn from ``seed`` for the whole grid (the same one an untiled
@@ -289,8 +318,9 @@ def compress(image: ImageLike, model: Codec | Tokenizer, mode: str = "static") -
     return as_codec(model).compress(image, mode=mode)
 
 
-def decompress(data: bytes, model: Codec | Tokenizer, seed: int | None = 0,
-               noise_scale: float = 1.0) -> Image.Image:
+def decompress(
+    data: bytes, model: Codec | Tokenizer, seed: int | None = 0, noise_scale: float = 1.0
+) -> Image.Image:
     """``.wtk`` bytes → RGB image with ``model``."""
     return as_codec(model).decompress(data, seed=seed, noise_scale=noise_scale)
 
@@ -303,9 +333,14 @@ def read_info(data: bytes | BinaryIO, codec: Codec | None = None) -> WtkInfo:
     if codec is not None and header.fingerprint == codec.fingerprint:
         tokens, _ = codec.unpack_tokens(data)
         ideal = fmt.header_bytes(header) + codec.prior.ideal_bits(tokens.numpy()) / 8
-    return WtkInfo(**asdict(header), bytes=len(data), payload_bytes=len(payload),
-                   bits_per_token=8 * len(payload) / header.num_tokens,
-                   bpp=8 * len(data) / (header.height * header.width), ideal_bytes=ideal)
+    return WtkInfo(
+        **asdict(header),
+        bytes=len(data),
+        payload_bytes=len(payload),
+        bits_per_token=8 * len(payload) / header.num_tokens,
+        bpp=8 * len(data) / (header.height * header.width),
+        ideal_bytes=ideal,
+    )
 
 
 def _read(fin: str | Path | BinaryIO) -> bytes:
@@ -331,10 +366,20 @@ def _mismatch_message(expected: bytes, codec: Codec) -> str:
 def _known_name(fingerprint: bytes) -> str | None:
     try:
         from wetok.zoo import name_for_fingerprint
+
         return name_for_fingerprint(fingerprint)
     except Exception:  # a registry problem must not hide the mismatch itself
         return None
 
 
-__all__ = ["Codec", "WtkInfo", "as_codec", "codec_fingerprint", "compress", "decode_tiled", "decompress",
-           "encode_tiled", "read_info"]
+__all__ = [
+    "Codec",
+    "WtkInfo",
+    "as_codec",
+    "codec_fingerprint",
+    "compress",
+    "decode_tiled",
+    "decompress",
+    "encode_tiled",
+    "read_info",
+]

@@ -58,12 +58,23 @@ class ImportReport:
         with torch.device("meta"):
             params = sum(p.numel() for p in Tokenizer(c).parameters())
         raw_families = sorted({n.split(".", 1)[0] for n in self.from_raw})
-        return {"name": c.name, "preset": c.name if c.name in PRESETS else None, "params": params,
-                "f": c.downsample, "g": c.groups, "d_prime": c.group_bits,
-                "bits_per_token": c.bits_per_token, "bpp": c.bpp, "generative": c.generative,
-                "fingerprint": self.fingerprint, "source": self.source, "ema_tensors": self.from_ema,
-                "raw_tensors": len(self.from_raw), "raw_families": raw_families,
-                "ignored_tensors": self.ignored}
+        return {
+            "name": c.name,
+            "preset": c.name if c.name in PRESETS else None,
+            "params": params,
+            "f": c.downsample,
+            "g": c.groups,
+            "d_prime": c.group_bits,
+            "bits_per_token": c.bits_per_token,
+            "bpp": c.bpp,
+            "generative": c.generative,
+            "fingerprint": self.fingerprint,
+            "source": self.source,
+            "ema_tensors": self.from_ema,
+            "raw_tensors": len(self.from_raw),
+            "raw_families": raw_families,
+            "ignored_tensors": self.ignored,
+        }
 
 
 # -- reading ---------------------------------------------------------------------------------------------
@@ -83,8 +94,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, Tensor)}
     if not any(_family(k) for k in tensors):
-        raise CheckpointError(f"{path}: no encoder.* / decoder.* weights; "
-                              "not a WeTok or Open-MAGVIT2 checkpoint")
+        raise CheckpointError(
+            f"{path}: no encoder.* / decoder.* weights; not a WeTok or Open-MAGVIT2 checkpoint"
+        )
     return tensors
 
 
@@ -96,8 +108,9 @@ def _load_pickle(path: Path) -> Any:
     except Exception as e:  # UnpicklingError, RuntimeError, EOFError, ... all mean the same to the user
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         why = f" (it references {found.group(1)})" if found else ""
-        raise CheckpointError(f"{path}: not a loadable checkpoint, or a pickle that needs code "
-                              f"execution{why}; refused") from e
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint, or a pickle that needs code execution{why}; refused"
+        ) from e
 
 
 def _load_safetensors(path: Path) -> dict[str, Tensor]:
@@ -112,7 +125,7 @@ def _load_safetensors(path: Path) -> dict[str, Tensor]:
 
 def _family(key: str) -> bool:
     """Whether ``key`` is an encoder/decoder weight, raw or EMA."""
-    key = key[len(EMA_PREFIX):] if key.startswith(EMA_PREFIX) else key
+    key = key[len(EMA_PREFIX) :] if key.startswith(EMA_PREFIX) else key
     return key.startswith(FAMILIES)
 
 
@@ -137,10 +150,16 @@ def config_from_release(hp: Mapping[str, Any], name: str = "") -> TokenizerConfi
     d, g = int(flat["z_channels"]), int(flat.get("num_codebooks") or 1)
     bits = _group_bits(d, g, flat.get("n_embed"), flat.get("embed_dim"))
     try:
-        return TokenizerConfig(ch=int(flat["ch"]), ch_mult=tuple(flat["ch_mult"]),
-                               num_res_blocks=int(flat["num_res_blocks"]), groups=g, group_bits=bits,
-                               generative=bool(flat.get("gan_decoder") or flat.get("use_gan_decoder")),
-                               in_channels=int(flat.get("in_channels", 3)), name=name)
+        return TokenizerConfig(
+            ch=int(flat["ch"]),
+            ch_mult=tuple(flat["ch_mult"]),
+            num_res_blocks=int(flat["num_res_blocks"]),
+            groups=g,
+            group_bits=bits,
+            generative=bool(flat.get("gan_decoder") or flat.get("use_gan_decoder")),
+            in_channels=int(flat.get("in_channels", 3)),
+            name=name,
+        )
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"invalid config: {e}") from e
 
@@ -162,8 +181,9 @@ def _group_bits(d: int, g: int, n_embed: Any, embed_dim: Any) -> int:
         raise CheckpointError(f"embed_dim={embed_dim} differs from z_channels={d}")
     if n_embed is not None and int(n_embed) != 2**bits:
         got = math.log2(int(n_embed)) if int(n_embed) > 0 else float("nan")
-        raise CheckpointError(f"n_embed={n_embed} (2^{got:g}) does not match "
-                              f"z_channels/num_codebooks = {bits} bits")
+        raise CheckpointError(
+            f"n_embed={n_embed} (2^{got:g}) does not match z_channels/num_codebooks = {bits} bits"
+        )
     return bits
 
 
@@ -190,8 +210,9 @@ def _parse_yaml(text: str, path: Path) -> Any:
     try:
         import yaml
     except ImportError:
-        raise CheckpointError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); "
-                              "or pass the hyperparameters as JSON") from None
+        raise CheckpointError(
+            f"{path}: reading YAML needs PyYAML (pip install pyyaml); or pass the hyperparameters as JSON"
+        ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -216,13 +237,15 @@ def stripped_index(names: Iterable[str]) -> dict[str, str]:
     for name in names:
         other = index.setdefault(name.replace(".", ""), name)
         if other != name:
-            raise CheckpointError(f"EMA names are ambiguous: {other} and {name} both strip to "
-                                  f"{name.replace('.', '')}")
+            raise CheckpointError(
+                f"EMA names are ambiguous: {other} and {name} both strip to {name.replace('.', '')}"
+            )
     return index
 
 
-def select_weights(state: Mapping[str, Tensor], expected: Mapping[str, torch.Size],
-                   label: str = "the config") -> tuple[dict[str, Tensor], list[str]]:
+def select_weights(
+    state: Mapping[str, Tensor], expected: Mapping[str, torch.Size], label: str = "the config"
+) -> tuple[dict[str, Tensor], list[str]]:
     """Pick each expected tensor from its EMA copy, else its raw weight; check every shape.
 
     Returns the weights by dotted name and the names that fell back to raw. The first expected name (in
@@ -235,8 +258,10 @@ def select_weights(state: Mapping[str, Tensor], expected: Mapping[str, torch.Siz
     for name, shape in expected.items():
         key = ema.get(name, name)
         if key not in state:
-            raise CheckpointError(f"checkpoint lacks {name} {list(shape)}, which {label} needs "
-                                  "(wrong preset, or not a WeTok / Open-MAGVIT2 checkpoint?)")
+            raise CheckpointError(
+                f"checkpoint lacks {name} {list(shape)}, which {label} needs "
+                "(wrong preset, or not a WeTok / Open-MAGVIT2 checkpoint?)"
+            )
         if state[key].shape != shape:
             raise CheckpointError(_mismatch(name, key, state[key].shape, shape, label))
         weights[name] = state[key]
@@ -257,8 +282,10 @@ def _mismatch(name: str, key: str, got: torch.Size, want: torch.Size, label: str
     msg = f"shape mismatch at {name}{source}: checkpoint {list(got)}, {label} expects {list(want)}"
     if name == "decoder.conv_in.weight" and len(got) == 4 and got[1] in (2 * want[1], want[1] // 2):
         gd = got[1] > want[1]
-        msg += (f"; the checkpoint's decoder is {'' if gd else 'not '}generative "
-                f"(gan_decoder: {'true' if gd else 'false'})")
+        msg += (
+            f"; the checkpoint's decoder is {'' if gd else 'not '}generative "
+            f"(gan_decoder: {'true' if gd else 'false'})"
+        )
     return msg
 
 
@@ -270,8 +297,9 @@ def _check_unexpected(state: Mapping[str, Tensor], expected: Mapping[str, torch.
 
 
 # -- building and writing --------------------------------------------------------------------------------
-def convert_state(state: Mapping[str, Tensor], config: TokenizerConfig,
-                  source: str = "") -> tuple[Tokenizer, ImportReport]:
+def convert_state(
+    state: Mapping[str, Tensor], config: TokenizerConfig, source: str = ""
+) -> tuple[Tokenizer, ImportReport]:
     """A float32 :class:`Tokenizer` holding the checkpoint's deployed weights, and what was taken.
 
     The model is built on the meta device and takes the checkpoint's tensors (cast to float32, which is
@@ -295,8 +323,14 @@ def convert_checkpoint(path: str | Path, config: TokenizerConfig) -> tuple[Token
     return convert_state(read_state_dict(path), config, source=Path(path).name)
 
 
-def import_checkpoint(path: str | Path, config: TokenizerConfig, out_dir: str | Path, *,
-                      dtype: torch.dtype | None = None, force: bool = False) -> ImportReport:
+def import_checkpoint(
+    path: str | Path,
+    config: TokenizerConfig,
+    out_dir: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    force: bool = False,
+) -> ImportReport:
     """Write a wetok model directory (weights, config, uniform prior, ``import.json``) from a checkpoint.
 
     Everything is checked before anything is written; the directory appears at once (written beside it,
@@ -332,8 +366,9 @@ def check_output_dir(out: Path, force: bool) -> None:
         if not force:
             raise CheckpointError(f"{out} exists and is not empty; pass --force to replace it")
         if not is_model_dir(out):
-            raise CheckpointError(f"{out} is not a wetok model directory; "
-                                  "refusing to replace it even with --force")
+            raise CheckpointError(
+                f"{out} is not a wetok model directory; refusing to replace it even with --force"
+            )
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -367,8 +402,12 @@ def iter_token_batches(model: Tokenizer, images: Iterable[Tensor], batch_size: i
         yield model.encode(torch.cat(group))
 
 
-def fit_model_prior(model_dir: str | Path, images: Iterable[str | Path], batch_size: int = 8,
-                    device: str | torch.device = "cpu") -> int:
+def fit_model_prior(
+    model_dir: str | Path,
+    images: Iterable[str | Path],
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> int:
     """Fit ``model_dir``'s per-group frequency tables on image files and replace its ``prior.json``.
 
     Each image is padded (bottom/right, reflect) to a multiple of ``f`` as the codec does, then encoded.
@@ -376,8 +415,9 @@ def fit_model_prior(model_dir: str | Path, images: Iterable[str | Path], batch_s
     """
     model_dir = Path(model_dir)
     if not is_model_dir(model_dir):
-        raise CheckpointError(f"{model_dir} is not a wetok model directory "
-                              f"(needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        raise CheckpointError(
+            f"{model_dir} is not a wetok model directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})"
+        )
     model = Tokenizer.from_pretrained(model_dir, device=device)
     cfg = model.config
     counted = [0]

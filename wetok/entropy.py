@@ -42,9 +42,9 @@ def unpack_bits(data: bytes, count: int, bits: int) -> np.ndarray:
         need = -(-count * bits // 8)
         raise WtkFormatError(f"raw payload has {len(data)} bytes, {count} symbols need {need}")
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="big")
-    if flat[count * bits:].any():
+    if flat[count * bits :].any():
         raise WtkFormatError("malformed raw payload (padding bits are not zero)")
-    weights = (1 << np.arange(bits - 1, -1, -1, dtype=np.int64))
+    weights = 1 << np.arange(bits - 1, -1, -1, dtype=np.int64)
     return flat[: count * bits].reshape(count, bits).astype(np.int64) @ weights
 
 
@@ -67,8 +67,9 @@ class RangeCoder:
         """One ``constriction`` categorical model per group (built on first use)."""
         if self._models is None:
             model = constriction.stream.model.Categorical
-            self._models = [model(row.astype(np.float64) - 1.0, perfect=False)
-                            for row in self.prior.frequencies]
+            self._models = [
+                model(row.astype(np.float64) - 1.0, perfect=False) for row in self.prior.frequencies
+            ]
         return self._models
 
     def encode(self, tokens: np.ndarray) -> bytes:
@@ -116,8 +117,9 @@ class RangeCoder:
         return out
 
 
-def encode_payload(tokens: np.ndarray, group_bits: int, mode: str,
-                   coder: RangeCoder | None) -> tuple[str, bytes]:
+def encode_payload(
+    tokens: np.ndarray, group_bits: int, mode: str, coder: RangeCoder | None
+) -> tuple[str, bytes]:
     """Tokens ``[N, g]`` → ``(mode used, payload)``; ``static`` falls back to ``raw`` unless smaller."""
     raw = pack_bits(tokens, group_bits)
     if mode == "raw" or coder is None:
@@ -128,8 +130,9 @@ def encode_payload(tokens: np.ndarray, group_bits: int, mode: str,
     return ("static", coded) if len(coded) < len(raw) else ("raw", raw)
 
 
-def decode_payload(payload: bytes, mode: str, count: int, groups: int, group_bits: int,
-                   coder: RangeCoder | None) -> np.ndarray:
+def decode_payload(
+    payload: bytes, mode: str, count: int, groups: int, group_bits: int, coder: RangeCoder | None
+) -> np.ndarray:
     """Payload → tokens ``[count, groups]`` (int64)."""
     if mode == "raw":
         return unpack_bits(payload, count * groups, group_bits).reshape(count, groups)

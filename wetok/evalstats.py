@@ -178,8 +178,9 @@ class FeatureBank:
 def fid_kid(real: np.ndarray, fake: np.ndarray, patch: int) -> FidResult:
     """FID and KID (clean-fid's 100 subsets of up to 1000) between two feature sets ``[N, 2048]``."""
     kid = metrics.kernel_inception_distance(real, fake)
-    return FidResult(metrics.frechet_distance(real, fake), kid.mean, kid.std, int(min(len(real), len(fake))),
-                     patch)
+    return FidResult(
+        metrics.frechet_distance(real, fake), kid.mean, kid.std, int(min(len(real), len(fake))), patch
+    )
 
 
 # ---- codebook usage -------------------------------------------------------------------------------------
@@ -226,12 +227,25 @@ class CodebookStats:
         return sum(g.entropy for g in self.groups)
 
     def to_dict(self) -> dict:
-        rows = [{"group": g.group, "used": g.used, "size": g.size, "usage": g.usage,
-                 "entropy_bits": g.entropy, "perplexity": g.perplexity, "prior_bits": g.prior_bits}
-                for g in self.groups]
-        return {"tokens": self.tokens, "coded_bits_per_token": self.coded_bits,
-                "prior_bits_per_token": self.prior_bits, "entropy_bits_per_token": self.entropy,
-                "groups": rows}
+        rows = [
+            {
+                "group": g.group,
+                "used": g.used,
+                "size": g.size,
+                "usage": g.usage,
+                "entropy_bits": g.entropy,
+                "perplexity": g.perplexity,
+                "prior_bits": g.prior_bits,
+            }
+            for g in self.groups
+        ]
+        return {
+            "tokens": self.tokens,
+            "coded_bits_per_token": self.coded_bits,
+            "prior_bits_per_token": self.prior_bits,
+            "entropy_bits_per_token": self.entropy,
+            "groups": rows,
+        }
 
 
 def codebook_stats(tokens: list[np.ndarray], prior: Prior, payload_bytes: int) -> CodebookStats:

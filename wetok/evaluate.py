@@ -100,15 +100,24 @@ class EvalReport:
 
     def _row(self, run: str) -> dict[str, Any]:
         recs = [r for r in self.records if r.run == run]
-        row: dict[str, Any] = {"run": run, "label": self.labels.get(run, run), "codec": recs[0].codec,
-                               "kind": recs[0].kind, "images": len(recs)}
+        row: dict[str, Any] = {
+            "run": run,
+            "label": self.labels.get(run, run),
+            "codec": recs[0].codec,
+            "kind": recs[0].kind,
+            "images": len(recs),
+        }
         for key in ("bytes", "bpp", *METRICS, "encode_ms", "decode_ms"):
             values = [getattr(r, key) for r in recs]
             row[key] = None if any(v is None for v in values) else float(np.mean(values))
         row["unreached"] = sum(r.note.startswith("over target") for r in recs)
         if run in self.fid:
-            row.update({f"fid_{k}" if k in ("n", "patch") else k: v
-                        for k, v in dataclasses.asdict(self.fid[run]).items()})
+            row.update(
+                {
+                    f"fid_{k}" if k in ("n", "patch") else k: v
+                    for k, v in dataclasses.asdict(self.fid[run]).items()
+                }
+            )
         return row
 
     def rd_curves(self) -> list[dict[str, Any]]:
@@ -119,8 +128,14 @@ class EvalReport:
         for codec in dict.fromkeys(r.codec for r in self.records if r.kind != "model"):
             runs = [r for r in self.runs() if r.startswith(f"{codec}@")]
             kinds = {r.kind for r in self.records if r.codec == codec}
-            what = " and ".join(k for k, on in (("fixed settings", "sweep" in kinds),
-                                                ("matched to the wetok file size", "matched" in kinds)) if on)
+            what = " and ".join(
+                k
+                for k, on in (
+                    ("fixed settings", "sweep" in kinds),
+                    ("matched to the wetok file size", "matched" in kinds),
+                )
+                if on
+            )
             label = classic.get_codec(codec).label
             curves.append(self._curve(label, runs, f"Pillow {label}, {what}"))
         return curves
@@ -133,17 +148,28 @@ class EvalReport:
             results[self.perceptual] = [r["perceptual"] for r in rows]
         results["encoding_time"] = [r["encode_ms"] / 1000 for r in rows]
         results["decoding_time"] = [r["decode_ms"] / 1000 for r in rows]
-        return {"name": name, "description": f"{description}; mean over {len(self.names)} images",
-                "results": results}
+        return {
+            "name": name,
+            "description": f"{description}; mean over {len(self.names)} images",
+            "results": results,
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        summary = [{k: evalstats.finite_or_none(v) if isinstance(v, float) else v for k, v in row.items()}
-                   for row in self.summary()]
-        return {"wetok_version": __version__, "images": self.names, "perceptual": self.perceptual,
-                "settings": self.settings, "summary": summary,
-                "per_image": [r.to_dict() for r in self.records],
-                "codebook": {k: v.to_dict() for k, v in self.codebook.items()}, "notes": self.notes,
-                "rd": self.rd_curves()}
+        summary = [
+            {k: evalstats.finite_or_none(v) if isinstance(v, float) else v for k, v in row.items()}
+            for row in self.summary()
+        ]
+        return {
+            "wetok_version": __version__,
+            "images": self.names,
+            "perceptual": self.perceptual,
+            "settings": self.settings,
+            "summary": summary,
+            "per_image": [r.to_dict() for r in self.records],
+            "codebook": {k: v.to_dict() for k, v in self.codebook.items()},
+            "notes": self.notes,
+            "rd": self.rd_curves(),
+        }
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
@@ -189,10 +215,33 @@ class Scorer:
         return {"psnr": psnr(orig, recon), "ssim": ssim, "ms_ssim": ms_ssim, "perceptual": dist}
 
 
-def _record(run: str, codec: str, kind: str, name: str, rgb: np.ndarray, setting: str, data_len: int,
-            scores: dict[str, Any], enc: float, dec: float, note: str = "") -> Record:
-    return Record(run, codec, kind, name, setting, rgb.shape[1], rgb.shape[0], data_len, **scores,
-                  encode_ms=1000 * enc, decode_ms=1000 * dec, note=note)
+def _record(
+    run: str,
+    codec: str,
+    kind: str,
+    name: str,
+    rgb: np.ndarray,
+    setting: str,
+    data_len: int,
+    scores: dict[str, Any],
+    enc: float,
+    dec: float,
+    note: str = "",
+) -> Record:
+    return Record(
+        run,
+        codec,
+        kind,
+        name,
+        setting,
+        rgb.shape[1],
+        rgb.shape[0],
+        data_len,
+        **scores,
+        encode_ms=1000 * enc,
+        decode_ms=1000 * dec,
+        note=note,
+    )
 
 
 def _say(progress: Progress | None, message: str) -> None:
@@ -203,8 +252,15 @@ def _say(progress: Progress | None, message: str) -> None:
 # ---- runs ---------------------------------------------------------------------------------------------
 
 
-def evaluate_model(codec: Any, images: list[tuple[str, np.ndarray]], scorer: Scorer, report: EvalReport,
-                   run: str, seed: int = 0, progress: Progress | None = None) -> list[int]:
+def evaluate_model(
+    codec: Any,
+    images: list[tuple[str, np.ndarray]],
+    scorer: Scorer,
+    report: EvalReport,
+    run: str,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[int]:
     """Compress and decompress every image with a :class:`wetok.codec.Codec`; returns the file sizes."""
     warm = images[0][1][:64, :64]
     codec.decompress(codec.compress(warm), seed=seed)  # first-call set-up stays out of the timings
@@ -218,8 +274,11 @@ def evaluate_model(codec: Any, images: list[tuple[str, np.ndarray]], scorer: Sco
         recon = np.asarray(codec.decompress(data, seed=seed))
         t2 = time.perf_counter()
         header, body = fmt.unpack(data)
-        report.records.append(_record(run, "wetok", "model", name, rgb, header.mode, len(data),
-                                      scorer(rgb, recon), t1 - t0, t2 - t1))
+        report.records.append(
+            _record(
+                run, "wetok", "model", name, rgb, header.mode, len(data), scorer(rgb, recon), t1 - t0, t2 - t1
+            )
+        )
         recons.append(recon)
         tokens.append(toks.numpy())
         sizes.append(len(data))
@@ -229,9 +288,15 @@ def evaluate_model(codec: Any, images: list[tuple[str, np.ndarray]], scorer: Sco
     return sizes
 
 
-def evaluate_matched(cc: classic.ClassicCodec, images: list[tuple[str, np.ndarray]], targets: list[int],
-                     scorer: Scorer, report: EvalReport, iters: int = 8,
-                     progress: Progress | None = None) -> None:
+def evaluate_matched(
+    cc: classic.ClassicCodec,
+    images: list[tuple[str, np.ndarray]],
+    targets: list[int],
+    scorer: Scorer,
+    report: EvalReport,
+    iters: int = 8,
+    progress: Progress | None = None,
+) -> None:
     """Each image at the largest ``cc`` file not over its target size (its smallest file if none fits)."""
     run = f"{cc.name}@matched"
     report.labels[run] = f"{cc.label} (matched size)"
@@ -243,18 +308,39 @@ def evaluate_matched(cc: classic.ClassicCodec, images: list[tuple[str, np.ndarra
         recon = classic.decode(m.data)
         dec = time.perf_counter() - t0
         note = "" if m.reached else f"over target: smallest {cc.label} file is {len(m.data)} B > {target} B"
-        report.records.append(_record(run, cc.name, "matched", name, rgb, cc.describe(m.setting), len(m.data),
-                                      scorer(rgb, recon), m.encode_s, dec, note))
+        report.records.append(
+            _record(
+                run,
+                cc.name,
+                "matched",
+                name,
+                rgb,
+                cc.describe(m.setting),
+                len(m.data),
+                scorer(rgb, recon),
+                m.encode_s,
+                dec,
+                note,
+            )
+        )
         recons.append(recon)
     report.recons[run] = recons
     missed = sum(r.run == run and bool(r.note) for r in report.records)
     if missed:
-        report.notes.append(f"{cc.label}: {missed}/{len(images)} images cannot get down to the wetok file "
-                            "size; their smallest file is used (bpp above wetok's)")
+        report.notes.append(
+            f"{cc.label}: {missed}/{len(images)} images cannot get down to the wetok file "
+            "size; their smallest file is used (bpp above wetok's)"
+        )
 
 
-def evaluate_sweep(cc: classic.ClassicCodec, images: list[tuple[str, np.ndarray]], settings: Sequence[float],
-                   scorer: Scorer, report: EvalReport, progress: Progress | None = None) -> None:
+def evaluate_sweep(
+    cc: classic.ClassicCodec,
+    images: list[tuple[str, np.ndarray]],
+    settings: Sequence[float],
+    scorer: Scorer,
+    report: EvalReport,
+    progress: Progress | None = None,
+) -> None:
     """``cc`` at fixed settings for its RD curve (PSNR, SSIM, MS-SSIM; no perceptual distance)."""
     for setting in settings:
         run = f"{cc.name}@{cc.describe(setting)}"
@@ -266,12 +352,25 @@ def evaluate_sweep(cc: classic.ClassicCodec, images: list[tuple[str, np.ndarray]
             t1 = time.perf_counter()
             recon = classic.decode(data)
             t2 = time.perf_counter()
-            report.records.append(_record(run, cc.name, "sweep", name, rgb, cc.describe(setting), len(data),
-                                          scorer(rgb, recon, perceptual=False), t1 - t0, t2 - t1))
+            report.records.append(
+                _record(
+                    run,
+                    cc.name,
+                    "sweep",
+                    name,
+                    rgb,
+                    cc.describe(setting),
+                    len(data),
+                    scorer(rgb, recon, perceptual=False),
+                    t1 - t0,
+                    t2 - t1,
+                )
+            )
 
 
-def evaluate_fid(report: EvalReport, originals: list[np.ndarray], options: EvalOptions,
-                 progress: Progress | None = None) -> None:
+def evaluate_fid(
+    report: EvalReport, originals: list[np.ndarray], options: EvalOptions, progress: Progress | None = None
+) -> None:
     """FID / KID of every stored reconstruction set against the originals (patches when images are few)."""
     try:
         bank = evalstats.FeatureBank(options.cache_dir)
@@ -285,12 +384,18 @@ def evaluate_fid(report: EvalReport, originals: list[np.ndarray], options: EvalO
         _say(progress, f"FID features: {report.labels[run]}")
         report.fid[run] = evalstats.fid_kid(real, bank.features(recons, patch), patch)
     what = f"{patch}x{patch} patches" if patch else "whole images resized to 299x299"
-    report.notes.append(f"FID / KID (TF FID Inception pool3) on {len(real)} {what} per set, from "
-                        f"{len(originals)} images; FID is strongly biased at this n: compare, don't quote")
+    report.notes.append(
+        f"FID / KID (TF FID Inception pool3) on {len(real)} {what} per set, from "
+        f"{len(originals)} images; FID is strongly biased at this n: compare, don't quote"
+    )
 
 
-def run_eval(images: list[tuple[str, np.ndarray]], codecs: Sequence[Any], options: EvalOptions | None = None,
-             progress: Progress | None = None) -> EvalReport:
+def run_eval(
+    images: list[tuple[str, np.ndarray]],
+    codecs: Sequence[Any],
+    options: EvalOptions | None = None,
+    progress: Progress | None = None,
+) -> EvalReport:
     """Evaluate wetok ``codecs`` (zero or more) and ``options.codecs`` (classic) on ``images``.
 
     Classic codecs are size-matched to the first wetok codec, image by image.
@@ -326,12 +431,25 @@ def run_eval(images: list[tuple[str, np.ndarray]], codecs: Sequence[Any], option
 
 
 def _settings(codecs: Sequence[Any], options: EvalOptions) -> dict[str, Any]:
-    models = [{"name": c.name, "path": str(getattr(c, "path", "") or ""),
-               "fingerprint": getattr(c, "fingerprint_hex", None)} for c in codecs]
+    models = [
+        {
+            "name": c.name,
+            "path": str(getattr(c, "path", "") or ""),
+            "fingerprint": getattr(c, "fingerprint_hex", None),
+        }
+        for c in codecs
+    ]
     sweep = {n: list(options.sweep_settings.get(n, classic.get_codec(n).sweep)) for n in options.codecs}
-    return {"models": models, "classic": list(options.codecs), "match": options.match,
-            "match_iters": options.match_iters, "sweep": sweep if options.sweep else {}, "fid": options.fid,
-            "fid_patch": options.fid_patch, "seed": options.seed}
+    return {
+        "models": models,
+        "classic": list(options.codecs),
+        "match": options.match,
+        "match_iters": options.match_iters,
+        "sweep": sweep if options.sweep else {},
+        "fid": options.fid,
+        "fid_patch": options.fid_patch,
+        "seed": options.seed,
+    }
 
 
 def _unique(run: str, taken: dict[str, str]) -> str:

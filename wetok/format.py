@@ -107,15 +107,23 @@ class Header:
         _check(len(self.fingerprint) == FINGERPRINT_BYTES, f"model id must be {FINGERPRINT_BYTES} bytes")
         _check(self.mode in MODES, f"unknown coding mode {self.mode!r}")
         _check(self.version == VERSION, f"unsupported .wtk format version {self.version}")
-        _check(1 <= self.height <= MAX_SIDE and 1 <= self.width <= MAX_SIDE,
-               f"image size {self.width}x{self.height} outside 1..{MAX_SIDE} per side")
-        _check(self.height * self.width <= MAX_PIXELS,
-               f"image size {self.width}x{self.height} exceeds {MAX_PIXELS} pixels")
+        _check(
+            1 <= self.height <= MAX_SIDE and 1 <= self.width <= MAX_SIDE,
+            f"image size {self.width}x{self.height} outside 1..{MAX_SIDE} per side",
+        )
+        _check(
+            self.height * self.width <= MAX_PIXELS,
+            f"image size {self.width}x{self.height} exceeds {MAX_PIXELS} pixels",
+        )
         f = self.downsample
-        _check(f >= 1 and f & (f - 1) == 0 and f.bit_length() - 1 <= MAX_LOG2_F,
-               f"downsampling factor {f} is not a power of two up to {1 << MAX_LOG2_F}")
-        _check(1 <= self.groups <= MAX_GROUPS and 1 <= self.group_bits <= MAX_GROUP_BITS,
-               f"g={self.groups}, d'={self.group_bits} outside 1..{MAX_GROUPS}, 1..{MAX_GROUP_BITS}")
+        _check(
+            f >= 1 and f & (f - 1) == 0 and f.bit_length() - 1 <= MAX_LOG2_F,
+            f"downsampling factor {f} is not a power of two up to {1 << MAX_LOG2_F}",
+        )
+        _check(
+            1 <= self.groups <= MAX_GROUPS and 1 <= self.group_bits <= MAX_GROUP_BITS,
+            f"g={self.groups}, d'={self.group_bits} outside 1..{MAX_GROUPS}, 1..{MAX_GROUP_BITS}",
+        )
         return self
 
 
@@ -155,9 +163,18 @@ def pack(header: Header, payload: bytes) -> bytes:
     """Serialise ``header`` + ``payload`` and append the CRC-32."""
     header.validate()
     flags = MODES.index(header.mode) << 6 | (header.downsample.bit_length() - 1) << 3
-    body = b"".join([MAGIC, bytes([header.version]), header.fingerprint, bytes([flags]),
-                     write_varint((header.groups - 1) * 32 + header.group_bits - 1),
-                     write_varint(header.height - 1), write_varint(header.width - 1), payload])
+    body = b"".join(
+        [
+            MAGIC,
+            bytes([header.version]),
+            header.fingerprint,
+            bytes([flags]),
+            write_varint((header.groups - 1) * 32 + header.group_bits - 1),
+            write_varint(header.height - 1),
+            write_varint(header.width - 1),
+            payload,
+        ]
+    )
     return body + zlib.crc32(body).to_bytes(4, "big")
 
 
@@ -167,11 +184,15 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     data = bytes(data)
     _check(len(data) >= len(MAGIC) + 1, f"truncated .wtk file ({len(data)} bytes)")
     _check(data[: len(MAGIC)] == MAGIC, "not a .wtk file (bad magic bytes)")
-    _check(data[len(MAGIC)] == VERSION,
-           f"unsupported .wtk format version {data[len(MAGIC)]} (this wetok reads version {VERSION})")
+    _check(
+        data[len(MAGIC)] == VERSION,
+        f"unsupported .wtk format version {data[len(MAGIC)]} (this wetok reads version {VERSION})",
+    )
     _check(len(data) >= MIN_FILE_BYTES, f"truncated .wtk file ({len(data)} bytes)")
-    _check(zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "big"),
-           "corrupted or truncated .wtk file (CRC-32 mismatch)")
+    _check(
+        zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "big"),
+        "corrupted or truncated .wtk file (CRC-32 mismatch)",
+    )
     header, pos = _parse_fields(data, len(data) - 4)
     payload = data[pos:-4]
     _check_payload_length(header, len(payload))
@@ -186,8 +207,15 @@ def _parse_fields(data: bytes, end: int) -> tuple[Header, int]:
     shape, pos = read_varint(data, _FIXED, end)
     height, pos = read_varint(data, pos, end)
     width, pos = read_varint(data, pos, end)
-    header = Header(fingerprint=fingerprint, mode=MODES[flags >> 6], height=height + 1, width=width + 1,
-                    downsample=1 << ((flags >> 3) & 0b111), groups=shape // 32 + 1, group_bits=shape % 32 + 1)
+    header = Header(
+        fingerprint=fingerprint,
+        mode=MODES[flags >> 6],
+        height=height + 1,
+        width=width + 1,
+        downsample=1 << ((flags >> 3) & 0b111),
+        groups=shape // 32 + 1,
+        group_bits=shape % 32 + 1,
+    )
     return header.validate(), pos
 
 

@@ -46,8 +46,9 @@ def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def _warn_alpha(mode: str) -> None:
-    warnings.warn(f"{mode} image: alpha channel dropped (the codec stores RGB)", ImageConversionWarning,
-                  stacklevel=3)
+    warnings.warn(
+        f"{mode} image: alpha channel dropped (the codec stores RGB)", ImageConversionWarning, stacklevel=3
+    )
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:

@@ -80,8 +80,14 @@ class Prior:
         return np.ascontiguousarray(self.frequencies, dtype="<u4").tobytes()
 
     def to_dict(self) -> dict:
-        return {"format": _FORMAT, "version": _VERSION, "groups": self.groups, "group_bits": self.group_bits,
-                "total": PRIOR_TOTAL, "frequencies": self.frequencies.tolist()}
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "groups": self.groups,
+            "group_bits": self.group_bits,
+            "total": PRIOR_TOTAL,
+            "frequencies": self.frequencies.tolist(),
+        }
 
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/prior.json`` atomically (temporary file, then rename)."""
@@ -101,8 +107,11 @@ class Prior:
         groups, bits = d.get("groups"), d.get("group_bits")
         if not (isinstance(groups, int) and isinstance(bits, int) and 1 <= bits <= PRIOR_BITS):
             raise PriorError("prior needs integer groups and 1 <= group_bits <= 24")
-        if not isinstance(rows, list) or len(rows) != groups or any(
-                not isinstance(r, list) or len(r) != 1 << bits for r in rows):
+        if (
+            not isinstance(rows, list)
+            or len(rows) != groups
+            or any(not isinstance(r, list) or len(r) != 1 << bits for r in rows)
+        ):
             raise PriorError(f"prior frequencies must be {groups} lists of {1 << bits} integers")
         if not all(type(v) is int and 0 <= v < PRIOR_TOTAL + 1 for r in rows for v in r):
             raise PriorError("prior frequencies must be integers in 1..2^24")
@@ -159,8 +168,9 @@ def quantize_frequencies(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit_prior(token_batches: Iterable[Tensor | np.ndarray], groups: int, group_bits: int,
-              alpha: float = 0.5) -> Prior:
+def fit_prior(
+    token_batches: Iterable[Tensor | np.ndarray], groups: int, group_bits: int, alpha: float = 0.5
+) -> Prior:
     """Fit per-group frequencies to tokens ``[B, h, w, g]`` with add-``alpha`` smoothing.
 
     ``alpha = 0.5`` is the Krichevsky–Trofimov estimator (``1`` would be Laplace); on top of it every

@@ -30,8 +30,14 @@ def _fid_header(report: EvalReport) -> str:
 
 
 def _cells(row: dict[str, Any], perceptual: bool) -> list[str]:
-    cells = [row["label"], _fmt(row["bytes"], ",.0f"), _fmt(row["bpp"], ".4f"), _fmt(row["psnr"], ".2f"),
-             _fmt(row["ssim"], ".4f"), _fmt(row["ms_ssim"], ".4f")]
+    cells = [
+        row["label"],
+        _fmt(row["bytes"], ",.0f"),
+        _fmt(row["bpp"], ".4f"),
+        _fmt(row["psnr"], ".2f"),
+        _fmt(row["ssim"], ".4f"),
+        _fmt(row["ms_ssim"], ".4f"),
+    ]
     cells += [_fmt(row["perceptual"], ".4f")] if perceptual else []
     cells += [_fmt(row["encode_ms"], ".1f"), _fmt(row["decode_ms"], ".1f")]
     kid = f"{row['kid']:.4f}±{row['kid_std']:.4f}" if "kid" in row else "–"
@@ -69,10 +75,27 @@ def codebook_table(report: EvalReport) -> Any:
         table.add_column(col, justify="left" if col == "model" else "right")
     for run, stats in report.codebook.items():
         for g in stats.groups:
-            table.add_row(report.labels[run], str(g.group), f"{g.used}/{g.size}", f"{100 * g.usage:.1f}%",
-                          f"{g.entropy:.3f}", f"{g.perplexity:.1f}", f"{g.prior_bits:.3f}", "")
-        table.add_row(report.labels[run], "all", "", "", f"{stats.entropy:.3f}", "",
-                      f"{stats.prior_bits:.3f}", f"{stats.coded_bits:.3f}", end_section=True)
+            table.add_row(
+                report.labels[run],
+                str(g.group),
+                f"{g.used}/{g.size}",
+                f"{100 * g.usage:.1f}%",
+                f"{g.entropy:.3f}",
+                f"{g.perplexity:.1f}",
+                f"{g.prior_bits:.3f}",
+                "",
+            )
+        table.add_row(
+            report.labels[run],
+            "all",
+            "",
+            "",
+            f"{stats.entropy:.3f}",
+            "",
+            f"{stats.prior_bits:.3f}",
+            f"{stats.coded_bits:.3f}",
+            end_section=True,
+        )
     return table
 
 
@@ -136,8 +159,16 @@ def _draw_panel(ax: Any, rows: list[dict[str, Any]], key: str, f: Any) -> None:
             if r["kind"] == "model":
                 ax.plot(r["bpp"], f(r[key]), "*", color=color, ms=14, label=r["label"])
             else:
-                ax.plot(r["bpp"], f(r[key]), "o", mfc="none", mec=color, ms=9, mew=2,
-                        label=None if pts else r["label"])
+                ax.plot(
+                    r["bpp"],
+                    f(r[key]),
+                    "o",
+                    mfc="none",
+                    mec=color,
+                    ms=9,
+                    mew=2,
+                    label=None if pts else r["label"],
+                )
 
 
 # ---- crops figure -------------------------------------------------------------------------------------
@@ -165,8 +196,14 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
-def crops_figure(report: EvalReport, originals: list[np.ndarray], path: Path, rows: int = 4,
-                 size: int = 192, runs: list[str] | None = None) -> Path:
+def crops_figure(
+    report: EvalReport,
+    originals: list[np.ndarray],
+    path: Path,
+    rows: int = 4,
+    size: int = 192,
+    runs: list[str] | None = None,
+) -> Path:
     """Rows of the same detailed region per image: original, then each run (default: models and
     matched-size classic codecs), each captioned with its bpp and PSNR on that image."""
     runs = runs if runs is not None else list(report.recons)
@@ -180,7 +217,8 @@ def crops_figure(report: EvalReport, originals: list[np.ndarray], path: Path, ro
         y, x = detail_window(orig, s)
         top = 4 + i * (size + cap + 4)
         tiles = [(orig, "original", report.names[idx])] + [
-            (report.recons[run][idx], report.labels[run], _caption(report, run, idx)) for run in runs]
+            (report.recons[run][idx], report.labels[run], _caption(report, run, idx)) for run in runs
+        ]
         for j, (img, title, caption) in enumerate(tiles):
             left = 4 + j * (size + 4)
             sheet.paste(Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s])), (left, top))

@@ -109,8 +109,9 @@ def _load_dir(path: Path, device: str | torch.device) -> Codec:
     return Codec.from_pretrained(path, device=device)
 
 
-def find_codec_by_fingerprint(fp: bytes, extra: list[str | Path] | tuple = (),
-                              device: str | torch.device = "cpu") -> Codec:
+def find_codec_by_fingerprint(
+    fp: bytes, extra: list[str | Path] | tuple = (), device: str | torch.device = "cpu"
+) -> Codec:
     """The codec whose files carry model id ``fp``: searched in ``extra`` (model directories or folders
     of them), then in the registry."""
     for path in _candidates(extra):

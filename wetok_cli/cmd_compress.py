@@ -32,14 +32,23 @@ from wetok_cli.common import (
     write_output,
 )
 
-FORMATS = {"png": ("PNG", {}), "jpg": ("JPEG", {"quality": 95, "subsampling": 0}),
-           "webp": ("WEBP", {"quality": 95})}
+FORMATS = {
+    "png": ("PNG", {}),
+    "jpg": ("JPEG", {"quality": 95, "subsampling": 0}),
+    "webp": ("WEBP", {"quality": 95}),
+}
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
 
-_out_option = click.option("-o", "--output", "out", type=click.Path(),  # a str: "DIR/" must keep its "/"
-                           help="Output file, folder (for several inputs), or - for stdout.")
-_force_option = click.option("-f", "--force", is_flag=True,
-                             help="Overwrite existing outputs; write binary data to a terminal.")
+_out_option = click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(),  # a str: "DIR/" must keep its "/"
+    help="Output file, folder (for several inputs), or - for stdout.",
+)
+_force_option = click.option(
+    "-f", "--force", is_flag=True, help="Overwrite existing outputs; write binary data to a terminal."
+)
 _model_help = "Model name (see `wetok models`) or model directory."
 
 
@@ -47,13 +56,27 @@ _model_help = "Model name (see `wetok models`) or model directory."
 @click.argument("images", nargs=-1, required=True)
 @_out_option
 @click.option("-m", "--model", help=_model_help + "  [default: the bundled default model]")
-@click.option("--mode", type=click.Choice(["static", "raw"]), default="static", show_default=True,
-              help="static: range-coded with the model's prior; raw: fixed d' bits per group symbol.")
+@click.option(
+    "--mode",
+    type=click.Choice(["static", "raw"]),
+    default="static",
+    show_default=True,
+    help="static: range-coded with the model's prior; raw: fixed d' bits per group symbol.",
+)
 @device_option
 @_force_option
 @reporting_options
-def compress_cmd(images: tuple[str, ...], out: str | None, model: str | None, mode: str, device: str,
-                 force: bool, quiet: bool, verbose: bool, as_json: bool) -> None:
+def compress_cmd(
+    images: tuple[str, ...],
+    out: str | None,
+    model: str | None,
+    mode: str,
+    device: str,
+    force: bool,
+    quiet: bool,
+    verbose: bool,
+    as_json: bool,
+) -> None:
     """Compress images to .wtk token files.
 
     IMAGES are files, folders (searched recursively), quoted globs, or - for stdin. Each output goes
@@ -73,13 +96,19 @@ def compress_cmd(images: tuple[str, ...], out: str | None, model: str | None, mo
         def work(job: tuple[Input, Path]) -> None:
             _compress_one(codec, *job, mode=mode, force=force, written=written, reporter=reporter)
 
-        run_each(list(zip(inputs, outputs, strict=True)), [i.display for i in inputs], work, reporter,
-                 "compressing")
+        run_each(
+            list(zip(inputs, outputs, strict=True)),
+            [i.display for i in inputs],
+            work,
+            reporter,
+            "compressing",
+        )
     reporter.finish()
 
 
-def _compress_one(codec: Any, item: Input, dst: Path, *, mode: str, force: bool, written: set[Path],
-                  reporter: Reporter) -> None:
+def _compress_one(
+    codec: Any, item: Input, dst: Path, *, mode: str, force: bool, written: set[Path], reporter: Reporter
+) -> None:
     from wetok.codec import read_info
     from wetok.image import open_image
 
@@ -97,30 +126,74 @@ def _compress_one(codec: Any, item: Input, dst: Path, *, mode: str, force: bool,
     reporter.done(
         f"{item.display} -> {_show(dst)}: {info.width}x{info.height}, {info.bytes} bytes, "
         f"{info.bpp:.4f} bpp, {info.bits_per_token:.2f} bits/token ({info.mode})",
-        {"input": item.display, "output": _show(dst), "width": info.width, "height": info.height,
-         "bytes": info.bytes, "input_bytes": len(raw), "bpp": info.bpp, "bits_per_token": info.bits_per_token,
-         "mode": info.mode, "model": codec.name, "fingerprint": codec.fingerprint_hex})
+        {
+            "input": item.display,
+            "output": _show(dst),
+            "width": info.width,
+            "height": info.height,
+            "bytes": info.bytes,
+            "input_bytes": len(raw),
+            "bpp": info.bpp,
+            "bits_per_token": info.bits_per_token,
+            "mode": info.mode,
+            "model": codec.name,
+            "fingerprint": codec.fingerprint_hex,
+        },
+    )
 
 
 @click.command("decompress")
 @click.argument("files", nargs=-1, required=True)
 @_out_option
-@click.option("--format", "fmt", type=click.Choice(list(FORMATS)),
-              help="Image format: png (lossless), jpg or webp (quality 95).  [default: from -o, else png]")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Noise seed of a generative decoder (same seed, same pixels).")
-@click.option("--noise-scale", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Noise strength of a generative decoder; 0 gives its mean-like output.")
-@click.option("-m", "--model", help=_model_help + " Found from each file's model id when not given; a folder "
-              "of model directories is searched too.")
-@click.option("-r", "--reference", type=click.Path(exists=True, path_type=Path),
-              help="Original image (or folder of originals, matched by name) to report PSNR against.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    help="Image format: png (lossless), jpg or webp (quality 95).  [default: from -o, else png]",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Noise seed of a generative decoder (same seed, same pixels).",
+)
+@click.option(
+    "--noise-scale",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Noise strength of a generative decoder; 0 gives its mean-like output.",
+)
+@click.option(
+    "-m",
+    "--model",
+    help=_model_help + " Found from each file's model id when not given; a folder "
+    "of model directories is searched too.",
+)
+@click.option(
+    "-r",
+    "--reference",
+    type=click.Path(exists=True, path_type=Path),
+    help="Original image (or folder of originals, matched by name) to report PSNR against.",
+)
 @device_option
 @_force_option
 @reporting_options
-def decompress_cmd(files: tuple[str, ...], out: str | None, fmt: str | None, seed: int, noise_scale: float,
-                   model: str | None, reference: Path | None, device: str, force: bool, quiet: bool,
-                   verbose: bool, as_json: bool) -> None:
+def decompress_cmd(
+    files: tuple[str, ...],
+    out: str | None,
+    fmt: str | None,
+    seed: int,
+    noise_scale: float,
+    model: str | None,
+    reference: Path | None,
+    device: str,
+    force: bool,
+    quiet: bool,
+    verbose: bool,
+    as_json: bool,
+) -> None:
     """Decompress .wtk files to images.
 
     FILES are .wtk files, folders (searched recursively), quoted globs, or - for stdin. Each output goes
@@ -139,16 +212,41 @@ def decompress_cmd(files: tuple[str, ...], out: str | None, fmt: str | None, see
         written: set[Path] = set()
 
         def work(job: tuple[Input, Path]) -> None:
-            _decompress_one(models, *job, fmt=fmt, seed=seed, noise_scale=noise_scale, reference=reference,
-                            force=force, written=written, reporter=reporter)
+            _decompress_one(
+                models,
+                *job,
+                fmt=fmt,
+                seed=seed,
+                noise_scale=noise_scale,
+                reference=reference,
+                force=force,
+                written=written,
+                reporter=reporter,
+            )
 
-        run_each(list(zip(inputs, outputs, strict=True)), [i.display for i in inputs], work, reporter,
-                 "decompressing")
+        run_each(
+            list(zip(inputs, outputs, strict=True)),
+            [i.display for i in inputs],
+            work,
+            reporter,
+            "decompressing",
+        )
     reporter.finish()
 
 
-def _decompress_one(models: _ModelCache, item: Input, dst: Path, *, fmt: str, seed: int, noise_scale: float,
-                    reference: Path | None, force: bool, written: set[Path], reporter: Reporter) -> None:
+def _decompress_one(
+    models: _ModelCache,
+    item: Input,
+    dst: Path,
+    *,
+    fmt: str,
+    seed: int,
+    noise_scale: float,
+    reference: Path | None,
+    force: bool,
+    written: set[Path],
+    reporter: Reporter,
+) -> None:
     from wetok.codec import read_info
 
     _claim(dst, force, written)
@@ -163,12 +261,22 @@ def _decompress_one(models: _ModelCache, item: Input, dst: Path, *, fmt: str, se
     pil_format, options = FORMATS[fmt]
     image.save(buffer, format=pil_format, **options)
     write_output(dst, buffer.getvalue())
-    line = (f"{item.display} -> {_show(dst)}: {info.width}x{info.height}, {info.bytes} bytes, "
-            f"{info.bpp:.4f} bpp")
-    record = {"input": item.display, "output": _show(dst), "width": info.width, "height": info.height,
-              "bytes": info.bytes, "bpp": info.bpp, "bits_per_token": info.bits_per_token,
-              "model": codec.name, "fingerprint": codec.fingerprint_hex, "seed": seed,
-              "noise_scale": noise_scale}
+    line = (
+        f"{item.display} -> {_show(dst)}: {info.width}x{info.height}, {info.bytes} bytes, {info.bpp:.4f} bpp"
+    )
+    record = {
+        "input": item.display,
+        "output": _show(dst),
+        "width": info.width,
+        "height": info.height,
+        "bytes": info.bytes,
+        "bpp": info.bpp,
+        "bits_per_token": info.bits_per_token,
+        "model": codec.name,
+        "fingerprint": codec.fingerprint_hex,
+        "seed": seed,
+        "noise_scale": noise_scale,
+    }
     if quality is not None:
         line += f", PSNR {quality:.2f} dB"
         record["psnr"] = quality
@@ -203,8 +311,10 @@ class _ModelCache:
                 codec = find_codec_by_fingerprint(fingerprint, extra=self.extra, device=self.device)
             except ModelNotFoundError as e:
                 raise InputError(f"{e}; pass --model NAME|DIR") from None
-            self.reporter.info(f"loaded model {codec.name} ({codec.fingerprint_hex}) on {self.device} "
-                               f"in {time.perf_counter() - start:.1f} s")
+            self.reporter.info(
+                f"loaded model {codec.name} ({codec.fingerprint_hex}) on {self.device} "
+                f"in {time.perf_counter() - start:.1f} s"
+            )
             self.codecs[fingerprint] = codec
         return self.codecs[fingerprint]
 
@@ -222,8 +332,10 @@ def _load_codec(model: str | None, device: str, reporter: Reporter) -> Any:
         raise UsageProblem(f"--model: {e}") from None
     except (OSError, ValueError) as e:  # a broken model folder: unreadable or malformed files
         raise UsageProblem(f"--model: cannot load {model or DEFAULT_MODEL}: {user_message(e) or e}") from None
-    reporter.info(f"loaded model {codec.name} ({codec.fingerprint_hex}) on {device} "
-                  f"in {time.perf_counter() - start:.1f} s")
+    reporter.info(
+        f"loaded model {codec.name} ({codec.fingerprint_hex}) on {device} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     return codec
 
 
@@ -255,8 +367,9 @@ def _psnr(image: Any, reference: Path) -> float:
 
     ref, out = open_image(reference), np.asarray(image.convert("RGB"))
     if ref.shape != out.shape:
-        raise InputError(f"reference {reference} is {ref.shape[1]}x{ref.shape[0]}, "
-                         f"the image {out.shape[1]}x{out.shape[0]}")
+        raise InputError(
+            f"reference {reference} is {ref.shape[1]}x{ref.shape[0]}, the image {out.shape[1]}x{out.shape[0]}"
+        )
     return psnr(out, ref)
 
 

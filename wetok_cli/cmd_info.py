@@ -20,8 +20,18 @@ from wetok_cli.common import (
 )
 
 _INFO_COLUMNS = ("file", "model", "size", "f/g/d'", "mode", "bytes", "bpp", "bits/token", "vs ideal")
-_MODEL_COLUMNS = ("name", "source", "f", "g x d'", "bits/token", "coded b/t", "bpp", "generative", "id",
-                  "path")
+_MODEL_COLUMNS = (
+    "name",
+    "source",
+    "f",
+    "g x d'",
+    "bits/token",
+    "coded b/t",
+    "bpp",
+    "generative",
+    "id",
+    "path",
+)
 
 
 @click.command("info")
@@ -61,11 +71,25 @@ def _file_record(item: Input, models: _Models) -> dict[str, Any]:
     header = read_info(data)  # validates everything before a model is looked for
     name, codec = models.find(header.fingerprint)
     info = read_info(data, codec) if codec is not None else header
-    return {"file": item.display, "version": info.version, "model": name, "fingerprint": info.fingerprint_hex,
-            "mode": info.mode, "width": info.width, "height": info.height, "f": info.downsample,
-            "g": info.groups, "d_prime": info.group_bits, "tokens": info.num_tokens, "bytes": info.bytes,
-            "payload_bytes": info.payload_bytes, "raw_payload_bytes": info.raw_payload_bytes,
-            "bpp": info.bpp, "bits_per_token": info.bits_per_token, "ideal_bytes": info.ideal_bytes}
+    return {
+        "file": item.display,
+        "version": info.version,
+        "model": name,
+        "fingerprint": info.fingerprint_hex,
+        "mode": info.mode,
+        "width": info.width,
+        "height": info.height,
+        "f": info.downsample,
+        "g": info.groups,
+        "d_prime": info.group_bits,
+        "tokens": info.num_tokens,
+        "bytes": info.bytes,
+        "payload_bytes": info.payload_bytes,
+        "raw_payload_bytes": info.raw_payload_bytes,
+        "bpp": info.bpp,
+        "bits_per_token": info.bits_per_token,
+        "ideal_bytes": info.ideal_bytes,
+    }
 
 
 class _Models:
@@ -88,9 +112,17 @@ class _Models:
 
 def _info_cells(r: dict[str, Any]) -> list[str]:
     ideal = f"{r['bytes'] / r['ideal_bytes'] - 1:+.2%}" if r["ideal_bytes"] else "-"
-    return [r["file"], r["model"] or f"{r['fingerprint']} (not installed)", f"{r['width']}x{r['height']}",
-            f"{r['f']}/{r['g']}/{r['d_prime']}", r["mode"], str(r["bytes"]), f"{r['bpp']:.4f}",
-            f"{r['bits_per_token']:.2f}", ideal]
+    return [
+        r["file"],
+        r["model"] or f"{r['fingerprint']} (not installed)",
+        f"{r['width']}x{r['height']}",
+        f"{r['f']}/{r['g']}/{r['d_prime']}",
+        r["mode"],
+        str(r["bytes"]),
+        f"{r['bpp']:.4f}",
+        f"{r['bits_per_token']:.2f}",
+        ideal,
+    ]
 
 
 @click.command("models")
@@ -134,9 +166,19 @@ def _model_record(m: Any) -> dict[str, Any]:
     except (OSError, ValueError):
         fingerprint = None
     source = "bundled" if m.bundled else "user" if _in_user_dir(m.path) else "WETOK_MODELS"
-    return {"name": m.name, "source": source, "path": str(m.path), "f": c.downsample, "g": c.groups,
-            "d_prime": c.group_bits, "bits_per_token": c.bits_per_token, "coded_bits_per_token": coded,
-            "bpp": c.bpp, "generative": c.generative, "fingerprint": fingerprint}
+    return {
+        "name": m.name,
+        "source": source,
+        "path": str(m.path),
+        "f": c.downsample,
+        "g": c.groups,
+        "d_prime": c.group_bits,
+        "bits_per_token": c.bits_per_token,
+        "coded_bits_per_token": coded,
+        "bpp": c.bpp,
+        "generative": c.generative,
+        "fingerprint": fingerprint,
+    }
 
 
 def _in_user_dir(path: Path) -> bool:
@@ -147,9 +189,18 @@ def _in_user_dir(path: Path) -> bool:
 
 def _model_cells(r: dict[str, Any]) -> list[str]:
     coded = "?" if r["coded_bits_per_token"] is None else f"{r['coded_bits_per_token']:.2f}"
-    return [r["name"], r["source"], str(r["f"]), f"{r['g']} x {r['d_prime']}", str(r["bits_per_token"]),
-            coded, f"{r['bpp']:.4f}", "yes" if r["generative"] else "no", r["fingerprint"] or "(unreadable)",
-            r["path"]]
+    return [
+        r["name"],
+        r["source"],
+        str(r["f"]),
+        f"{r['g']} x {r['d_prime']}",
+        str(r["bits_per_token"]),
+        coded,
+        f"{r['bpp']:.4f}",
+        "yes" if r["generative"] else "no",
+        r["fingerprint"] or "(unreadable)",
+        r["path"],
+    ]
 
 
 def _print_table(header: tuple[str, ...], rows: list[list[str]]) -> None:

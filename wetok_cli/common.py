@@ -75,9 +75,12 @@ def user_message(exc: BaseException, name: str = "") -> str | None:
 def _library_errors() -> tuple[type[BaseException], ...]:
     """Exception classes of :mod:`wetok` that carry one-line messages meant for users."""
     found: list[type[BaseException]] = []
-    for module, names in (("wetok.format", ("WtkFormatError", "ModelMismatchError")),
-                          ("wetok.zoo", ("ModelNotFoundError",)), ("wetok.prior", ("PriorError",)),
-                          ("wetok.convert", ("CheckpointError",))):
+    for module, names in (
+        ("wetok.format", ("WtkFormatError", "ModelMismatchError")),
+        ("wetok.zoo", ("ModelNotFoundError",)),
+        ("wetok.prior", ("PriorError",)),
+        ("wetok.convert", ("CheckpointError",)),
+    ):
         mod = sys.modules.get(module)  # only what is already imported: classes not loaded cannot be raised
         found += [getattr(mod, n) for n in names if mod is not None and hasattr(mod, n)]
     return tuple(found)
@@ -312,8 +315,9 @@ class Reporter:
             raise click.exceptions.Exit(1)
 
 
-def run_each(items: Sequence[Any], names: Sequence[str], work: Callable[[Any], None], reporter: Reporter,
-             label: str) -> None:
+def run_each(
+    items: Sequence[Any], names: Sequence[str], work: Callable[[Any], None], reporter: Reporter, label: str
+) -> None:
     """Call ``work(item)`` on each item, reporting failures and going on; warnings become report lines."""
     with reporter.progress(len(items), label) as advance:
         for item, name in zip(items, names, strict=True):
@@ -339,15 +343,24 @@ def report_problems(problems: Iterable[tuple[str, str]], reporter: Reporter) -> 
 # -- shared options ----------------------------------------------------------------------------------
 def reporting_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``-q/--quiet``, ``-v/--verbose`` and ``--json`` for commands that handle many inputs."""
-    f = click.option("--json", "as_json", is_flag=True,
-                     help="One JSON object per input on stdout (instead of summaries on stderr).")(f)
+    f = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="One JSON object per input on stdout (instead of summaries on stderr).",
+    )(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Also say what is loaded, and timings.")(f)
     return click.option("-q", "--quiet", is_flag=True, help="No summaries, no progress bar; errors only.")(f)
 
 
 def device_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-                        show_default=True, help="Where the model runs; auto = cuda when available.")(f)
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where the model runs; auto = cuda when available.",
+    )(f)
 
 
 def resolve_device(device: str) -> str:

@@ -58,16 +58,27 @@ def _version_of(package: str) -> str:
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    click.echo(f"wetok {_version_of('wetok')} (torch {_version_of('torch')}, "
-               f"Python {platform.python_version()})")
+    click.echo(
+        f"wetok {_version_of('wetok')} (torch {_version_of('torch')}, Python {platform.python_version()})"
+    )
     ctx.exit()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-              help="Print the versions of wetok, torch and Python, then exit.")
-@click.option("--debug", is_flag=True, envvar="WETOK_DEBUG",
-              help="Show Python tracebacks instead of one-line errors (also WETOK_DEBUG=1).")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print the versions of wetok, torch and Python, then exit.",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="WETOK_DEBUG",
+    help="Show Python tracebacks instead of one-line errors (also WETOK_DEBUG=1).",
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """wetok: compress images to .wtk token files with WeTok, and back.
