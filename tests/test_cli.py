@@ -222,7 +222,9 @@ def test_wrong_and_unknown_models(
     env: Path, tiny_wtk: bytes, model_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fp = Codec.from_pretrained(model_root / "tiny").fingerprint_hex
-    assert_one_error(wetok("decompress", "a.wtk", "-o", "x.png", "--model", "other"), 1, f"needs model {fp}")
+    assert_one_error(
+        wetok("decompress", "a.wtk", "-o", "x.png", "--model", "other"), 1, f"needs model {fp} (tiny)"
+    )
     monkeypatch.setenv("WETOK_MODELS", str(env / "empty"))
     assert_one_error(
         wetok("decompress", "a.wtk", "-o", "x.png"), 1, f"no installed model has fingerprint {fp}", "--model"

@@ -15,7 +15,7 @@ from PIL import Image
 import wetok.codec as codec_mod
 from wetok import Tokenizer, TokenizerConfig, zoo
 from wetok.codec import Codec, compress, decode_tiled, decompress, encode_tiled, read_info
-from wetok.format import ModelMismatchError, WtkFormatError
+from wetok.errors import ModelMismatchError, WtkFormatError
 from wetok.image import (
     ImageConversionWarning,
     blend_weights,
@@ -145,9 +145,24 @@ def test_fingerprint_covers_weights_and_prior(model_root: Path, codec: Codec) ->
 def test_wrong_model_is_refused_by_name(registry: Path, codec: Codec) -> None:
     data = codec.compress(noise_image(8, 8))
     other = Codec.from_pretrained(registry / "tiny-b")
-    with pytest.raises(ModelMismatchError, match=f"{codec.fingerprint_hex} \\(tiny-a\\)") as err:
+    with pytest.raises(ModelMismatchError, match=f"needs model {codec.fingerprint_hex}, but") as err:
         other.decompress(data)
-    assert err.value.expected == codec.fingerprint and "\n" not in str(err.value)
+    assert (err.value.expected, err.value.actual) == (codec.fingerprint, other.fingerprint)
+    assert "\n" not in str(err.value)
+    # The codec knows no registry; the caller that does names the model the file needs.
+    assert f"{codec.fingerprint_hex} (tiny-a), but the loaded model is tiny" in str(
+        zoo.name_mismatch(err.value)
+    )
+
+
+def test_errors_share_one_base_class() -> None:
+    from wetok import errors
+
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.WetokError)
+    assert issubclass(errors.WtkFormatError, ValueError) and issubclass(
+        errors.ModelNotFoundError, LookupError
+    )
 
 
 def test_header_shape_must_match_model(codec: Codec) -> None:

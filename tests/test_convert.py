@@ -34,7 +34,7 @@ from wetok.convert import (
 )
 from wetok.prior import PRIOR_NAME, Prior
 from wetok.tokenizer import WEIGHTS_NAME, Tokenizer
-from wetok_cli.cmd_import import fit_prior_cmd, import_cmd
+from wetok_cli.main import cli
 
 OFFICIAL = Path(__file__).parent / "fixtures" / "official"
 CONFIGS = ["tiny_f8", "tiny_f16_gd"]
@@ -341,10 +341,10 @@ def test_cli_import(tmp_path: Path) -> None:
         "-o",
         str(tmp_path / "m"),
     ]
-    result = runner.invoke(import_cmd, args)
+    result = runner.invoke(cli, ["import", *args])
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and "fingerprint" in result.stderr and "generative  yes" in result.stderr
-    result = runner.invoke(import_cmd, [*args, "--force", "--json"])
+    result = runner.invoke(cli, ["import", *args, "--force", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["g"] == 2 and summary["d_prime"] == 8 and summary["f"] == 16
@@ -361,7 +361,7 @@ def test_cli_import(tmp_path: Path) -> None:
 )
 def test_cli_import_errors(extra: list[str], code: int, message: str, tmp_path: Path) -> None:
     args = [str(OFFICIAL / "tiny_f8" / "official.ckpt"), "-o", str(tmp_path / "m"), *extra]
-    result = CliRunner().invoke(import_cmd, args)
+    result = CliRunner().invoke(cli, ["import", *args])
     assert result.exit_code == code and message in result.stderr and "Traceback" not in result.output
 
 
@@ -369,7 +369,7 @@ def test_cli_refuses_a_malicious_pickle(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     (tmp_path / "evil.ckpt").write_bytes(pickle.dumps(_Payload(marker)))
     result = CliRunner().invoke(
-        import_cmd, [str(tmp_path / "evil.ckpt"), "--preset", "tiny", "-o", str(tmp_path / "m")]
+        cli, ["import", str(tmp_path / "evil.ckpt"), "--preset", "tiny", "-o", str(tmp_path / "m")]
     )
     assert result.exit_code == 1 and "refused" in result.stderr and not marker.exists()
 
@@ -416,8 +416,8 @@ def test_fit_prior_refusals(tmp_path: Path) -> None:
 def test_cli_fit_prior(tmp_path: Path) -> None:
     model_dir = _imported(tmp_path)
     _fixture_images(tmp_path / "img")
-    result = CliRunner().invoke(fit_prior_cmd, [str(model_dir), str(tmp_path / "img"), "--json"])
+    result = CliRunner().invoke(cli, ["fit-prior", str(model_dir), str(tmp_path / "img"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"model_dir": str(model_dir), "images": 2, "tokens": 120}
-    result = CliRunner().invoke(fit_prior_cmd, [str(tmp_path / "img"), str(tmp_path / "img" / "a.png")])
+    result = CliRunner().invoke(cli, ["fit-prior", str(tmp_path / "img"), str(tmp_path / "img" / "a.png")])
     assert result.exit_code == 1 and "not a wetok model directory" in result.stderr

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from wetok.entropy import RangeCoder, decode_payload, encode_payload, pack_bits, unpack_bits
-from wetok.format import WtkFormatError
+from wetok.errors import WtkFormatError
 from wetok.prior import PRIOR_TOTAL, Prior, PriorError, count_symbols, fit_prior, quantize_frequencies
 
 

@@ -14,7 +14,7 @@ import torch
 from wetok import Tokenizer, TokenizerConfig
 from wetok import format as fmt
 from wetok.codec import Codec
-from wetok.format import ModelMismatchError, WtkFormatError
+from wetok.errors import ModelMismatchError, WtkFormatError
 from wetok.prior import Prior, fit_prior
 
 EXPECTED = (WtkFormatError, ModelMismatchError)

@@ -118,3 +118,52 @@ def test_lazy_exports_match_all() -> None:
     import wetok
 
     assert set(wetok.__all__) == {*wetok._EXPORTS, "__version__"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = {"train": "wetok_train"}.get(parts[0], parts[0])
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every import (module level or inside functions) between the project's modules; package
+    ``__init__`` files are left out (wetok's only re-exports, lazily)."""
+    import ast
+
+    files = [p for top in ("wetok", "wetok_cli", "train") for p in (ROOT / top).rglob("*.py")]
+    modules = {_module_name(p): p for p in files if p.name != "__init__.py"}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    graph = _import_graph()
+    assert "wetok.codec" in graph and "wetok.zoo" in graph["wetok_cli.cmd_compress"]
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != 1, f"import cycle: {' -> '.join([*path, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+
+
+def test_imports_go_one_way() -> None:
+    for module, targets in _import_graph().items():
+        if module.startswith("wetok."):
+            assert not {t for t in targets if t.startswith(("wetok_cli", "wetok_train"))}, module

@@ -19,8 +19,10 @@ _EXPORTS = {
     "read_info": "wetok.codec",
     "PRESETS": "wetok.config",
     "TokenizerConfig": "wetok.config",
-    "ModelMismatchError": "wetok.format",
-    "WtkFormatError": "wetok.format",
+    "WetokError": "wetok.errors",
+    "ModelMismatchError": "wetok.errors",
+    "ModelNotFoundError": "wetok.errors",
+    "WtkFormatError": "wetok.errors",
     "GroupedLFQ": "wetok.quantizer",
     "codes_to_indices": "wetok.quantizer",
     "indices_to_codes": "wetok.quantizer",
@@ -33,9 +35,11 @@ __all__ = [
     "Codec",
     "GroupedLFQ",
     "ModelMismatchError",
+    "ModelNotFoundError",
     "Tokenizer",
     "TokenizerConfig",
     "TokenizerOutput",
+    "WetokError",
     "WtkFormatError",
     "__version__",
     "codes_to_indices",
@@ -49,7 +53,7 @@ __all__ = [
 if TYPE_CHECKING:
     from wetok.codec import Codec, compress, decompress, read_info
     from wetok.config import PRESETS, TokenizerConfig
-    from wetok.format import ModelMismatchError, WtkFormatError
+    from wetok.errors import ModelMismatchError, ModelNotFoundError, WetokError, WtkFormatError
     from wetok.quantizer import GroupedLFQ, codes_to_indices, indices_to_codes
     from wetok.tokenizer import Tokenizer, TokenizerOutput
     from wetok.zoo import load_codec

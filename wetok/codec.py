@@ -22,7 +22,8 @@ from torch import Tensor
 
 from wetok import format as fmt
 from wetok.entropy import RangeCoder, decode_payload, encode_payload, static_supported
-from wetok.format import Header, ModelMismatchError, WtkFormatError
+from wetok.errors import ModelMismatchError, WtkFormatError
+from wetok.format import Header
 from wetok.image import (
     array_to_tensor,
     blend_weights,
@@ -168,9 +169,7 @@ class Codec:
     def check_header(self, header: Header) -> None:
         """Raise :class:`ModelMismatchError` unless the file was made with this codec."""
         if header.fingerprint != self.fingerprint:
-            raise ModelMismatchError(
-                _mismatch_message(header.fingerprint, self), header.fingerprint, self.fingerprint
-            )
+            raise ModelMismatchError(header.fingerprint, self.fingerprint, self.name)
         if (header.downsample, header.groups, header.group_bits) != self._shape():
             raise WtkFormatError(
                 f"malformed .wtk header (f={header.downsample}, g={header.groups}, "
@@ -355,21 +354,6 @@ def _write(fout: str | Path | BinaryIO, data: bytes) -> None:
         Path(fout).write_bytes(data)
     else:
         fout.write(data)
-
-
-def _mismatch_message(expected: bytes, codec: Codec) -> str:
-    name = _known_name(expected)
-    which = f"model {expected.hex()}" + (f" ({name})" if name else "")
-    return f"this file needs {which}, but the loaded model is {codec.name} ({codec.fingerprint_hex})"
-
-
-def _known_name(fingerprint: bytes) -> str | None:
-    try:
-        from wetok.zoo import name_for_fingerprint
-
-        return name_for_fingerprint(fingerprint)
-    except Exception:  # a registry problem must not hide the mismatch itself
-        return None
 
 
 __all__ = [

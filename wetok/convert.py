@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from wetok.config import PRESETS, TokenizerConfig
+from wetok.errors import CheckpointError
 from wetok.image import array_to_tensor, open_image, pad_to_multiple
 from wetok.prior import Prior, fit_prior
 from wetok.tokenizer import CONFIG_NAME, WEIGHTS_NAME, Tokenizer
@@ -35,10 +36,6 @@ from wetok.tokenizer import CONFIG_NAME, WEIGHTS_NAME, Tokenizer
 EMA_PREFIX = "model_ema."
 FAMILIES = ("encoder", "decoder")
 IMPORT_INFO_NAME = "import.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint, config, image or directory that import / fit-prior cannot use; a one-line message."""
 
 
 @dataclass(frozen=True)

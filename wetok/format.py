@@ -39,6 +39,8 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from wetok.errors import WtkFormatError
+
 MAGIC = b"\x89W"
 VERSION = 1
 FINGERPRINT_BYTES = 6
@@ -51,18 +53,6 @@ MAX_LOG2_F = 7
 MAX_FILE_BYTES = 1 << 30
 _FIXED = len(MAGIC) + 1 + FINGERPRINT_BYTES + 1
 MIN_FILE_BYTES = _FIXED + 3 + 4
-
-
-class WtkFormatError(ValueError):
-    """A ``.wtk`` file is truncated, corrupted, foreign or inconsistent (one-line message)."""
-
-
-class ModelMismatchError(ValueError):
-    """The file was made with another model than the one asked to decode it."""
-
-    def __init__(self, message: str, expected: bytes = b"", actual: bytes = b"") -> None:
-        super().__init__(message)
-        self.expected, self.actual = expected, actual
 
 
 @dataclass(frozen=True)

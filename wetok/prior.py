@@ -17,15 +17,13 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from wetok.errors import PriorError
+
 PRIOR_NAME = "prior.json"
 PRIOR_BITS = 24
 PRIOR_TOTAL = 1 << PRIOR_BITS
 _FORMAT = "wetok-prior"
 _VERSION = 1
-
-
-class PriorError(ValueError):
-    """A prior table is malformed or does not fit the model."""
 
 
 @dataclass(frozen=True, eq=False)

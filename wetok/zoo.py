@@ -18,15 +18,12 @@ from safetensors.torch import load_file
 
 from wetok.codec import Codec, codec_fingerprint
 from wetok.config import TokenizerConfig
+from wetok.errors import ModelMismatchError, ModelNotFoundError, WetokError
 from wetok.prior import PRIOR_NAME, Prior
 from wetok.tokenizer import CONFIG_NAME, WEIGHTS_NAME, state_fingerprint
 
 DEFAULT_MODEL = "default"
 BUNDLED_DIR = Path(__file__).parent / "models"
-
-
-class ModelNotFoundError(LookupError):
-    """No model of that name, path or fingerprint is installed (the message lists what exists)."""
 
 
 def user_dir() -> Path:
@@ -123,6 +120,17 @@ def find_codec_by_fingerprint(
 def name_for_fingerprint(fp: bytes) -> str | None:
     """The registry name of the model with codec fingerprint ``fp``, if one is installed."""
     return next((m.name for m in list_models() if _safe_fingerprint(m.path) == fp), None)
+
+
+def name_mismatch(error: ModelMismatchError) -> ModelMismatchError:
+    """``error`` with the registry name of the model its file needs filled in, when that one is installed
+    (the codec that raised it does not know the registry)."""
+    if error.expected_name is None:
+        try:
+            error.expected_name = name_for_fingerprint(error.expected)
+        except (OSError, WetokError):  # a registry problem must not hide the mismatch itself
+            pass
+    return error
 
 
 def _safe_fingerprint(path: Path) -> bytes | None:

@@ -248,13 +248,18 @@ def _decompress_one(
     reporter: Reporter,
 ) -> None:
     from wetok.codec import read_info
+    from wetok.errors import ModelMismatchError
+    from wetok.zoo import name_mismatch
 
     _claim(dst, force, written)
     data = read_input(item)
     info = read_info(data)
     codec = models.get(info.fingerprint)
     start = time.perf_counter()
-    image = codec.decompress(data, seed=seed, noise_scale=noise_scale)
+    try:
+        image = codec.decompress(data, seed=seed, noise_scale=noise_scale)
+    except ModelMismatchError as e:  # --model named another model than the file's: say which it needs
+        raise name_mismatch(e) from None
     reporter.info(f"{item.display}: decoded in {time.perf_counter() - start:.2f} s")
     quality = _psnr(image, _reference_for(reference, item)) if reference else None
     buffer = io.BytesIO()

@@ -63,15 +63,12 @@ def import_cmd(
     """
     import torch
 
-    from wetok.convert import CheckpointError, import_checkpoint, resolve_config
+    from wetok.convert import import_checkpoint, resolve_config
 
     if (preset is None) == (config_file is None):
         raise click.UsageError("give exactly one of --preset NAME or --config FILE")
-    try:
-        config = resolve_config(preset, config_file)
-        report = import_checkpoint(checkpoint, config, out, dtype=getattr(torch, DTYPES[dtype]), force=force)
-    except CheckpointError as e:
-        raise click.ClickException(str(e)) from None
+    config = resolve_config(preset, config_file)  # a WetokError becomes one line (wetok_cli.common)
+    report = import_checkpoint(checkpoint, config, out, dtype=getattr(torch, DTYPES[dtype]), force=force)
     summary = report.summary()
     _print_summary(f"imported {checkpoint.name} → {out}", summary)
     if as_json:
@@ -92,15 +89,12 @@ def fit_prior_cmd(
     Each image is padded to a multiple of the model's downsampling factor and encoded; the counts replace
     the model directory's prior.json.
     """
-    from wetok.convert import CheckpointError, fit_model_prior
+    from wetok.convert import fit_model_prior
 
     paths = expand_images(images)
     if not paths:
         raise click.UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) among the given paths")
-    try:
-        n_tokens = fit_model_prior(model_dir, paths, batch_size=batch_size, device=device)
-    except CheckpointError as e:
-        raise click.ClickException(str(e)) from None
+    n_tokens = fit_model_prior(model_dir, paths, batch_size=batch_size, device=device)
     summary = {"model_dir": str(model_dir), "images": len(paths), "tokens": n_tokens}
     click.echo(f"fitted {model_dir / 'prior.json'} on {len(paths)} images ({n_tokens} tokens)", err=True)
     if as_json:

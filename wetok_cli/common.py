@@ -22,6 +22,8 @@ from typing import Any
 
 import click
 
+from wetok.errors import WetokError  # no torch: cheap to import for --help
+
 STDIO = Path("-")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pnm")
 WTK_SUFFIX = ".wtk"
@@ -67,23 +69,9 @@ def user_message(exc: BaseException, name: str = "") -> str | None:
     if isinstance(exc, OSError) and exc.strerror:
         where = str(exc.filename) if exc.filename is not None else name
         return exc.strerror if where == name else f"{exc.strerror}: {where}"
-    if isinstance(exc, _library_errors()):
+    if isinstance(exc, WetokError):
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None
-
-
-def _library_errors() -> tuple[type[BaseException], ...]:
-    """Exception classes of :mod:`wetok` that carry one-line messages meant for users."""
-    found: list[type[BaseException]] = []
-    for module, names in (
-        ("wetok.format", ("WtkFormatError", "ModelMismatchError")),
-        ("wetok.zoo", ("ModelNotFoundError",)),
-        ("wetok.prior", ("PriorError",)),
-        ("wetok.convert", ("CheckpointError",)),
-    ):
-        mod = sys.modules.get(module)  # only what is already imported: classes not loaded cannot be raised
-        found += [getattr(mod, n) for n in names if mod is not None and hasattr(mod, n)]
-    return tuple(found)
 
 
 def internal_message(exc: BaseException) -> str:
