@@ -23,14 +23,14 @@ from wetok.report import crops_figure, markdown_table, plot_rd
 from wetok.zoo import load_codec
 
 
-def render(report: EvalReport, model: str, fingerprint: str, seconds: float) -> str:
+def render(report: EvalReport, model: str, model_id: str, seconds: float) -> str:
     """``results.md``: the matched-size table, codebook use and the notes that qualify the numbers."""
     title = f"### Kodak ({len(report.names)} images): wetok `{model}` vs classic codecs at the same file size"
     lines = [title, "", markdown_table(report), ""]
     for run, stats in report.codebook.items():
         usage = ", ".join(f"{100 * g.usage:.0f}%" for g in stats.groups)
         lines.append(
-            f"- {report.labels[run]} (`{fingerprint}`): {stats.coded_bits:.2f} coded bits/token "
+            f"- {report.labels[run]} (`{model_id}`): {stats.coded_bits:.2f} coded bits/token "
             f"(prior {stats.prior_bits:.2f}, empirical entropy {stats.entropy:.2f}); codebook usage "
             f"per group {usage}"
         )
@@ -66,7 +66,7 @@ def main() -> None:
     note = plot_rd(report, args.out / "rd.png")
     report.notes += [note] if note else []
     crops_figure(report, [rgb for _, rgb in images], args.out / "crops.png", rows=args.crops)
-    text = render(report, codec.name, codec.fingerprint_hex, time.perf_counter() - t0)
+    text = render(report, codec.name, codec.model_id_hex, time.perf_counter() - t0)
     (args.out / "results.md").write_text(text)
     print(text)
 

@@ -26,3 +26,9 @@ def model() -> Tokenizer:
 @pytest.fixture
 def generative_model() -> Tokenizer:
     return tiny_model(generative=True)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Caches (remembered model ids, FID features) go to a temporary folder, never the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -221,13 +221,13 @@ def test_corrupt_files(env: Path, tiny_wtk: bytes, content: bytes | str, message
 def test_wrong_and_unknown_models(
     env: Path, tiny_wtk: bytes, model_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fp = Codec.from_pretrained(model_root / "tiny").fingerprint_hex
+    fp = Codec.from_pretrained(model_root / "tiny").model_id_hex
     assert_one_error(
         wetok("decompress", "a.wtk", "-o", "x.png", "--model", "other"), 1, f"needs model {fp} (tiny)"
     )
     monkeypatch.setenv("WETOK_MODELS", str(env / "empty"))
     assert_one_error(
-        wetok("decompress", "a.wtk", "-o", "x.png"), 1, f"no installed model has fingerprint {fp}", "--model"
+        wetok("decompress", "a.wtk", "-o", "x.png"), 1, f"no installed model has id {fp}", "--model"
     )
     result = wetok("decompress", "a.wtk", "-o", "x.png", "-m", str(model_root))  # a folder of models
     assert result.exit_code == 0, result.output

@@ -94,7 +94,7 @@ def test_read_info(codec: Codec) -> None:
     data = codec.compress(noise_image(20, 30))
     info = read_info(io.BytesIO(data), codec)
     assert (info.height, info.width, info.groups, info.group_bits, info.downsample) == (20, 30, 2, 4, 2)
-    assert info.bytes == len(data) and info.fingerprint == codec.fingerprint
+    assert info.bytes == len(data) and info.model_id == codec.model_id
     assert info.bpp == pytest.approx(8 * len(data) / 600)
     assert info.ideal_bytes is not None and info.ideal_bytes <= len(data) + 1
     assert read_info(data).ideal_bytes is None
@@ -135,24 +135,22 @@ def test_generative_seed_reproducible() -> None:
 
 
 # -- model ids --------------------------------------------------------------------------------------------
-def test_fingerprint_covers_weights_and_prior(model_root: Path, codec: Codec) -> None:
+def test_model_id_covers_weights_and_prior(model_root: Path, codec: Codec) -> None:
     plain = Codec(codec.model)
-    assert len(codec.fingerprint) == 6 and codec.fingerprint != plain.fingerprint
-    assert Codec.from_pretrained(model_root / "tiny-a").fingerprint == codec.fingerprint
-    assert zoo.model_fingerprint(model_root / "tiny-a") == codec.fingerprint
+    assert len(codec.model_id) == 6 and codec.model_id != plain.model_id
+    assert Codec.from_pretrained(model_root / "tiny-a").model_id == codec.model_id
+    assert zoo.read_model_id(model_root / "tiny-a") == codec.model_id
 
 
 def test_wrong_model_is_refused_by_name(registry: Path, codec: Codec) -> None:
     data = codec.compress(noise_image(8, 8))
     other = Codec.from_pretrained(registry / "tiny-b")
-    with pytest.raises(ModelMismatchError, match=f"needs model {codec.fingerprint_hex}, but") as err:
+    with pytest.raises(ModelMismatchError, match=f"needs model {codec.model_id_hex}, but") as err:
         other.decompress(data)
-    assert (err.value.expected, err.value.actual) == (codec.fingerprint, other.fingerprint)
+    assert (err.value.expected, err.value.actual) == (codec.model_id, other.model_id)
     assert "\n" not in str(err.value)
     # The codec knows no registry; the caller that does names the model the file needs.
-    assert f"{codec.fingerprint_hex} (tiny-a), but the loaded model is tiny" in str(
-        zoo.name_mismatch(err.value)
-    )
+    assert f"{codec.model_id_hex} (tiny-a), but the loaded model is tiny" in str(zoo.name_mismatch(err.value))
 
 
 def test_errors_share_one_base_class() -> None:
@@ -169,7 +167,7 @@ def test_header_shape_must_match_model(codec: Codec) -> None:
     from wetok import format as fmt
 
     header, payload = fmt.unpack(codec.compress(noise_image(8, 8), mode="raw"))
-    bad = fmt.Header(header.fingerprint, "raw", 8, 8, downsample=1, groups=2, group_bits=4)
+    bad = fmt.Header(header.model_id, "raw", 8, 8, downsample=1, groups=2, group_bits=4)
     with pytest.raises(WtkFormatError, match="do not match"):
         codec.unpack_tokens(fmt.pack(bad, b"\0" * bad.raw_payload_bytes))
 
@@ -178,11 +176,11 @@ def test_header_shape_must_match_model(codec: Codec) -> None:
 def test_registry(registry: Path, codec: Codec) -> None:
     models = zoo.list_models()
     assert [m.name for m in models][:2] == ["tiny-a", "tiny-b"] and not models[0].bundled  # bundled ones last
-    assert models[0].fingerprint_hex == codec.fingerprint_hex and models[0].config.groups == 2
-    assert zoo.load_codec("tiny-a").fingerprint == codec.fingerprint
+    assert models[0].model_id_hex == codec.model_id_hex and models[0].config.groups == 2
+    assert zoo.load_codec("tiny-a").model_id == codec.model_id
     assert zoo.load_codec(registry / "tiny-b").path == registry / "tiny-b"
-    assert zoo.load_codec(str(registry / "tiny-a")).fingerprint == codec.fingerprint
-    assert zoo.find_codec_by_fingerprint(codec.fingerprint).path == registry / "tiny-a"
+    assert zoo.load_codec(str(registry / "tiny-a")).model_id == codec.model_id
+    assert zoo.find_codec_by_model_id(codec.model_id).path == registry / "tiny-a"
     assert zoo.model_dirs()[0] == registry
 
 
@@ -195,10 +193,10 @@ def test_registry_errors(registry: Path, tmp_path: Path) -> None:
     with pytest.raises(zoo.ModelNotFoundError, match="not a model directory"):
         zoo.load_codec(tmp_path)
     with pytest.raises(zoo.ModelNotFoundError, match="0102030405ff"):
-        zoo.find_codec_by_fingerprint(bytes.fromhex("0102030405ff"))
+        zoo.find_codec_by_model_id(bytes.fromhex("0102030405ff"))
 
 
-def test_find_by_fingerprint_in_extra_dirs(
+def test_find_by_model_id_in_extra_dirs(
     model_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("WETOK_MODELS", "")
@@ -206,9 +204,9 @@ def test_find_by_fingerprint_in_extra_dirs(
     monkeypatch.setenv("WETOK_MODELS", str(model_root / "tiny-b"))  # an entry may be a model itself
     assert [m.name for m in zoo.list_models()][:1] == ["tiny-b"]
     monkeypatch.setenv("WETOK_MODELS", "")
-    fp = zoo.model_fingerprint(model_root / "tiny-b")
-    assert zoo.find_codec_by_fingerprint(fp, extra=[model_root]).path == model_root / "tiny-b"
-    assert zoo.find_codec_by_fingerprint(fp, extra=[model_root / "tiny-b"]).path == model_root / "tiny-b"
+    fp = zoo.read_model_id(model_root / "tiny-b")
+    assert zoo.find_codec_by_model_id(fp, extra=[model_root]).path == model_root / "tiny-b"
+    assert zoo.find_codec_by_model_id(fp, extra=[model_root / "tiny-b"]).path == model_root / "tiny-b"
 
 
 # -- image conversion -------------------------------------------------------------------------------------

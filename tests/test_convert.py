@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from wetok.codec import Codec
 from wetok.config import PRESETS, TokenizerConfig
 from wetok.convert import (
     IMPORT_INFO_NAME,
@@ -32,8 +33,9 @@ from wetok.convert import (
     read_state_dict,
     stripped_index,
 )
+from wetok.modeldir import MODEL_ID_NAME, WEIGHTS_NAME, stored_model_id
 from wetok.prior import PRIOR_NAME, Prior
-from wetok.tokenizer import WEIGHTS_NAME, Tokenizer
+from wetok.tokenizer import Tokenizer
 from wetok_cli.main import cli
 
 OFFICIAL = Path(__file__).parent / "fixtures" / "official"
@@ -83,9 +85,9 @@ def test_import_reproduces_official_outputs(name: str, tmp_path: Path) -> None:
     _, _, recon = run_official_path(model, name)
     assert np.abs(recon - vec(name, "recon_raw_weights.npy")).max() > 0.5  # the EMA weights, not the raw ones
     assert report.from_raw == () and report.ignored > 0  # every tensor from EMA; discriminator dropped
-    assert model.fingerprint == report.fingerprint
+    assert model.weights_sha256 == report.weights_sha256
     info = json.loads((tmp_path / "m" / IMPORT_INFO_NAME).read_text())
-    assert info["fingerprint"] == report.fingerprint and len(info["source_sha256"]) == 64
+    assert info["weights_sha256"] == report.weights_sha256 and len(info["source_sha256"]) == 64
 
 
 def test_stage2_checkpoint_falls_back_to_raw_encoder(tmp_path: Path) -> None:
@@ -343,12 +345,12 @@ def test_cli_import(tmp_path: Path) -> None:
     ]
     result = runner.invoke(cli, ["import", *args])
     assert result.exit_code == 0, result.output
-    assert result.stdout == "" and "fingerprint" in result.stderr and "generative  yes" in result.stderr
+    assert result.stdout == "" and "sha256" in result.stderr and "generative  yes" in result.stderr
     result = runner.invoke(cli, ["import", *args, "--force", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["g"] == 2 and summary["d_prime"] == 8 and summary["f"] == 16
-    assert summary["fingerprint"] == Tokenizer.from_pretrained(tmp_path / "m").fingerprint
+    assert summary["weights_sha256"] == Tokenizer.from_pretrained(tmp_path / "m").weights_sha256
 
 
 @pytest.mark.parametrize(
@@ -394,14 +396,18 @@ def test_import_writes_a_uniform_prior_and_fit_prior_replaces_it(tmp_path: Path)
     model_dir = _imported(tmp_path)
     uniform = Prior.load(model_dir)
     assert uniform.groups == 2 and uniform.group_bits == 8 and uniform.bits_per_token() == pytest.approx(16)
+    imported_id = stored_model_id(model_dir)
+    assert imported_id == Codec.from_pretrained(model_dir).model_id  # written by the import
     n = fit_model_prior(model_dir, _fixture_images(tmp_path / "img"), batch_size=4)
     assert n == 8 * 8 + 8 * 7
     fitted = Prior.load(model_dir)
     tokens = torch.from_numpy(vec("tiny_f8", "indices.npy"))
     assert fitted.ideal_bits(tokens) < uniform.ideal_bits(tokens)
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(
-        [IMPORT_INFO_NAME, PRIOR_NAME, WEIGHTS_NAME, "config.json"]
+        [IMPORT_INFO_NAME, PRIOR_NAME, WEIGHTS_NAME, MODEL_ID_NAME, "config.json"]
     )
+    # A new prior is a new model id, stored again by fit-prior.
+    assert stored_model_id(model_dir) == Codec.from_pretrained(model_dir).model_id != imported_id
 
 
 def test_fit_prior_refusals(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def test_random_mutations(codec: Codec, files: dict[str, bytes]) -> None:
 
 def random_header(codec: Codec, rng: np.random.Generator) -> bytes:
     """Random fields and payload, but a valid CRC: exercises validation behind the checksum."""
-    fp = codec.fingerprint if rng.random() < 0.8 else rng.bytes(6)
+    fp = codec.model_id if rng.random() < 0.8 else rng.bytes(6)
     flags = int(rng.choice([0x08, 0x48, 0x08, 0x48, int(rng.integers(256))]))
     shape = 35 if rng.random() < 0.8 else int(rng.integers(1 << 15))
     sides = [int(rng.integers(1 << int(rng.integers(1, 21)))) for _ in range(2)]
@@ -123,7 +123,7 @@ def test_random_bytes_and_foreign_files(codec: Codec) -> None:
 def test_static_claims_are_bounded_by_the_payload(codec: Codec) -> None:
     """A 16384x16384 claim with a 10-byte static payload is refused before anything is sized from it."""
     uniform = Codec(codec.model, Prior.uniform(2, 4))
-    header = fmt.Header(uniform.fingerprint, "static", 16384, 16384, 2, 2, 4)
+    header = fmt.Header(uniform.model_id, "static", 16384, 16384, 2, 2, 4)
     start = time.perf_counter()
     with pytest.raises(WtkFormatError, match="too short"):
         uniform.unpack_tokens(fmt.pack(header, b"\x00" * 10))

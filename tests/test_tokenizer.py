@@ -51,17 +51,17 @@ def test_save_load_round_trip_is_bit_exact(tmp_path: Path, model: Tokenizer) -> 
     assert loaded.config == model.config
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
-    assert loaded.fingerprint == model.fingerprint
+    assert loaded.weights_sha256 == model.weights_sha256
     x = _images(1, 8, 8)
     assert torch.equal(loaded.encode(x), model.encode(x))
 
 
-def test_fp16_export_changes_fingerprint_but_loads_as_float32(tmp_path: Path, model: Tokenizer) -> None:
+def test_fp16_export_changes_weights_sha256_but_loads_as_float32(tmp_path: Path, model: Tokenizer) -> None:
     model.save_pretrained(tmp_path, dtype=torch.float16)
     loaded = Tokenizer.from_pretrained(tmp_path)
     assert loaded.dtype == torch.float32
-    assert loaded.fingerprint == model.fingerprint  # save_pretrained fingerprints what it wrote
-    assert loaded.fingerprint != tiny_model().fingerprint
+    assert loaded.weights_sha256 == model.weights_sha256  # save_pretrained hashes what it wrote
+    assert loaded.weights_sha256 != tiny_model().weights_sha256
 
 
 def test_from_pretrained_errors(tmp_path: Path) -> None:

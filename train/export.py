@@ -21,6 +21,7 @@ def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
     The prior is fitted on tokens of ``cfg.prior_images`` training crops, encoded by the *exported* weights
     (after the dtype round trip), so the tables match what ``wetok compress`` will produce.
     """
+    from wetok.modeldir import model_id_of, write_model_id
     from wetok.prior import fit_prior
 
     ema = ema.eval()
@@ -33,5 +34,7 @@ def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
     except ValueError:
         data = CropDataset(cfg.data, cfg.crop, seed=cfg.seed + 1, rescale=False)
     batches = (model.encode(data[i].unsqueeze(0)) for i in range(cfg.prior_images))
-    fit_prior(batches, model.config.groups, model.config.group_bits).save(directory)
+    prior = fit_prior(batches, model.config.groups, model.config.group_bits)
+    prior.save(directory)
+    write_model_id(directory, model_id_of(model.weights_sha256, prior))
     return directory

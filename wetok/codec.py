@@ -9,7 +9,6 @@ linear ramps. ``compress``/``decompress`` on bytes are thin wrappers around the 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,21 +34,14 @@ from wetok.image import (
     to_rgb_array,
 )
 from wetok.layers import style_stats
-from wetok.prior import PRIOR_NAME, Prior
+from wetok.modeldir import load_prior, model_id_of, write_model_id
+from wetok.prior import Prior
 from wetok.tokenizer import Tokenizer
 
 ENCODE_MARGIN = 4  # tokens of context around each encoder tile
 DECODE_OVERLAP = 4  # tokens shared by neighbouring decoder tiles
 TILE_BUDGET_BYTES = 640 << 20
 ImageLike = Image.Image | np.ndarray | str | Path
-
-
-def codec_fingerprint(tokenizer_fingerprint: str, prior: Prior) -> bytes:
-    """The file's model id: SHA-256 prefix over the tokenizer fingerprint (hex) and the prior tables."""
-    h = hashlib.sha256(b"wetok-codec\0" + tokenizer_fingerprint.encode() + b"\0")
-    h.update(f"{prior.groups}x{prior.group_bits}\0".encode())
-    h.update(prior.table_bytes())
-    return h.digest()[: fmt.FINGERPRINT_BYTES]
 
 
 def auto_tile_tokens(config, budget_bytes: int = TILE_BUDGET_BYTES) -> int:
@@ -103,36 +95,44 @@ class Codec:
         self.tile_tokens = auto_tile_tokens(cfg) if tile_tokens is None else tile_tokens
         self.pad_mode = pad_mode
         self._coder = RangeCoder(prior) if static_supported(cfg.group_bits) else None
-        self._fingerprint: bytes | None = None
+        self._model_id: bytes | None = None
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu", **kwargs) -> Codec:
         """Load ``config.json`` + ``model.safetensors`` and ``prior.json`` (uniform prior if absent)."""
         directory = Path(directory)
         model = Tokenizer.from_pretrained(directory, device=device)
-        prior = Prior.load(directory) if (directory / PRIOR_NAME).is_file() else None
+        prior = load_prior(directory, model.config.groups, model.config.group_bits)
         return cls(model, prior, name=model.config.name or directory.name, path=directory, **kwargs)
 
-    @property
-    def fingerprint(self) -> bytes:
-        """6-byte model id written into every file (computed once: make a new Codec after training)."""
-        if self._fingerprint is None:
-            self._fingerprint = codec_fingerprint(self.model.fingerprint, self.prior)
-        return self._fingerprint
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write a model directory: weights (cast to ``dtype`` if given), config, prior and model id."""
+        directory = self.model.save_pretrained(directory, dtype)
+        self.prior.save(directory)
+        self._model_id = None  # the weights written may differ from these (dtype): id them as written
+        write_model_id(directory, model_id_of(self.model.weights_sha256, self.prior))
+        return directory
 
     @property
-    def fingerprint_hex(self) -> str:
-        return self.fingerprint.hex()
+    def model_id(self) -> bytes:
+        """6-byte model id written into every file (computed once: make a new Codec after training)."""
+        if self._model_id is None:
+            self._model_id = model_id_of(self.model.weights_sha256, self.prior)
+        return self._model_id
+
+    @property
+    def model_id_hex(self) -> str:
+        return self.model_id.hex()
 
     def __repr__(self) -> str:
-        return f"Codec({self.name!r}, {self.fingerprint_hex})"
+        return f"Codec({self.name!r}, {self.model_id_hex})"
 
     # -- image ↔ tokens ------------------------------------------------------------------------------------
     def encode_tokens(self, image: ImageLike) -> tuple[Tensor, tuple[int, int]]:
         """Image → tokens ``[1, ceil(H/f), ceil(W/f), g]`` (int64, CPU) and the original ``(H, W)``."""
         rgb = open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image)
         height, width = rgb.shape[:2]
-        Header(self.fingerprint, "raw", height, width, *self._shape()).validate()
+        Header(self.model_id, "raw", height, width, *self._shape()).validate()
         x = pad_to_multiple(array_to_tensor(rgb), self.model.config.downsample, self.pad_mode)
         return encode_tiled(self.model, x, self.tile_tokens), (height, width)
 
@@ -147,14 +147,14 @@ class Codec:
     def pack_tokens(self, tokens: Tensor | np.ndarray, size: tuple[int, int], mode: str = "static") -> bytes:
         """Tokens ``[1, h, w, g]`` of an image of ``size = (H, W)`` → ``.wtk`` bytes."""
         t = np.asarray(tokens.cpu() if isinstance(tokens, Tensor) else tokens)
-        header = Header(self.fingerprint, "raw", size[0], size[1], *self._shape()).validate()
+        header = Header(self.model_id, "raw", size[0], size[1], *self._shape()).validate()
         expected = (header.token_height, header.token_width, header.groups)
         if t.shape[-3:] != expected or t.size != header.num_symbols:
             raise ValueError(f"tokens of shape {t.shape} do not fit a {size[1]}x{size[0]} image {expected}")
         if t.min() < 0 or t.max() >= 1 << header.group_bits:
             raise ValueError(f"token values must lie in [0, {1 << header.group_bits})")
         used, payload = encode_payload(t.reshape(-1, header.groups), header.group_bits, mode, self._coder)
-        return fmt.pack(Header(self.fingerprint, used, *size, *self._shape()), payload)
+        return fmt.pack(Header(self.model_id, used, *size, *self._shape()), payload)
 
     def unpack_tokens(self, data: bytes) -> tuple[Tensor, tuple[int, int]]:
         """``.wtk`` bytes → tokens ``[1, h, w, g]`` (int64) and ``(H, W)``; checks the model id."""
@@ -168,8 +168,8 @@ class Codec:
 
     def check_header(self, header: Header) -> None:
         """Raise :class:`ModelMismatchError` unless the file was made with this codec."""
-        if header.fingerprint != self.fingerprint:
-            raise ModelMismatchError(header.fingerprint, self.fingerprint, self.name)
+        if header.model_id != self.model_id:
+            raise ModelMismatchError(header.model_id, self.model_id, self.name)
         if (header.downsample, header.groups, header.group_bits) != self._shape():
             raise WtkFormatError(
                 f"malformed .wtk header (f={header.downsample}, g={header.groups}, "
@@ -329,7 +329,7 @@ def read_info(data: bytes | BinaryIO, codec: Codec | None = None) -> WtkInfo:
     data = _read(data) if not isinstance(data, (bytes, bytearray, memoryview)) else bytes(data)
     header, payload = fmt.unpack(data)
     ideal = None
-    if codec is not None and header.fingerprint == codec.fingerprint:
+    if codec is not None and header.model_id == codec.model_id:
         tokens, _ = codec.unpack_tokens(data)
         ideal = fmt.header_bytes(header) + codec.prior.ideal_bits(tokens.numpy()) / 8
     return WtkInfo(
@@ -360,7 +360,6 @@ __all__ = [
     "Codec",
     "WtkInfo",
     "as_codec",
-    "codec_fingerprint",
     "compress",
     "decode_tiled",
     "decompress",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wetok.fileio import write_atomic
+
 CODEBOOK_ENTROPY_VARIANTS = ("pooled", "per_group")
 
 
@@ -96,7 +98,7 @@ class TokenizerConfig:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> TokenizerConfig:

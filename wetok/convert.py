@@ -30,8 +30,9 @@ from torch import Tensor
 from wetok.config import PRESETS, TokenizerConfig
 from wetok.errors import CheckpointError
 from wetok.image import array_to_tensor, open_image, pad_to_multiple
+from wetok.modeldir import CONFIG_NAME, WEIGHTS_NAME, is_model_dir, model_id_of, write_model_id
 from wetok.prior import Prior, fit_prior
-from wetok.tokenizer import CONFIG_NAME, WEIGHTS_NAME, Tokenizer
+from wetok.tokenizer import Tokenizer
 
 EMA_PREFIX = "model_ema."
 FAMILIES = ("encoder", "decoder")
@@ -47,7 +48,8 @@ class ImportReport:
     from_ema: int
     from_raw: tuple[str, ...]
     ignored: int
-    fingerprint: str = ""
+    weights_sha256: str = ""
+    model_id: str = ""
 
     def summary(self) -> dict[str, Any]:
         """A flat, JSON-ready description of the imported model."""
@@ -65,7 +67,8 @@ class ImportReport:
             "bits_per_token": c.bits_per_token,
             "bpp": c.bpp,
             "generative": c.generative,
-            "fingerprint": self.fingerprint,
+            "weights_sha256": self.weights_sha256,
+            "model_id": self.model_id,
             "source": self.source,
             "ema_tensors": self.from_ema,
             "raw_tensors": len(self.from_raw),
@@ -341,18 +344,16 @@ def import_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(tmp, dtype)
-        Prior.uniform(config.groups, config.group_bits).save(tmp)
-        report = dataclasses.replace(report, fingerprint=model.fingerprint)
+        prior = Prior.uniform(config.groups, config.group_bits)
+        prior.save(tmp)
+        model_id = write_model_id(tmp, model_id_of(model.weights_sha256, prior))
+        report = dataclasses.replace(report, weights_sha256=model.weights_sha256, model_id=model_id.hex())
         info = {**report.summary(), "source_sha256": file_sha256(path)}
         (tmp / IMPORT_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
         _swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
-
-
-def is_model_dir(path: Path) -> bool:
-    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
 
 
 def check_output_dir(out: Path, force: bool) -> None:
@@ -432,5 +433,7 @@ def fit_model_prior(
             counted[0] += tokens.shape[:-1].numel()
             yield tokens
 
-    fit_prior(batches(), cfg.groups, cfg.group_bits).save(model_dir)
+    prior = fit_prior(batches(), cfg.groups, cfg.group_bits)
+    prior.save(model_dir)
+    write_model_id(model_dir, model_id_of(model.weights_sha256, prior))
     return counted[0]

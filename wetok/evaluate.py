@@ -435,7 +435,7 @@ def _settings(codecs: Sequence[Any], options: EvalOptions) -> dict[str, Any]:
         {
             "name": c.name,
             "path": str(getattr(c, "path", "") or ""),
-            "fingerprint": getattr(c, "fingerprint_hex", None),
+            "model_id": getattr(c, "model_id_hex", None),
         }
         for c in codecs
     ]

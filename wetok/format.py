@@ -9,7 +9,7 @@ offset  bytes  field
 ======  =====  =================================================================================
 0       2      magic ``89 57`` (``"\\x89W"``)
 2       1      format version, ``01``
-3       6      model id: :attr:`wetok.codec.Codec.fingerprint` (SHA-256 prefix of weights + prior)
+3       6      model id: :attr:`wetok.codec.Codec.model_id` (SHA-256 prefix of weights + prior)
 9       1      bits 7-6 coding mode (0 raw, 1 static), bits 5-3 ``log2 f``, bits 2-0 zero
 10      1-2    varint ``(g - 1) * 32 + (d' - 1)``
 .       1-3    varint ``H - 1``  (original image height in pixels)
@@ -43,7 +43,7 @@ from wetok.errors import WtkFormatError
 
 MAGIC = b"\x89W"
 VERSION = 1
-FINGERPRINT_BYTES = 6
+MODEL_ID_BYTES = 6
 MODES = ("raw", "static")
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 28  # 16384×16384
@@ -51,7 +51,7 @@ MAX_GROUPS = 1024
 MAX_GROUP_BITS = 24
 MAX_LOG2_F = 7
 MAX_FILE_BYTES = 1 << 30
-_FIXED = len(MAGIC) + 1 + FINGERPRINT_BYTES + 1
+_FIXED = len(MAGIC) + 1 + MODEL_ID_BYTES + 1
 MIN_FILE_BYTES = _FIXED + 3 + 4
 
 
@@ -59,7 +59,7 @@ MIN_FILE_BYTES = _FIXED + 3 + 4
 class Header:
     """The fields of a ``.wtk`` header; ``mode`` is one of :data:`MODES`."""
 
-    fingerprint: bytes
+    model_id: bytes
     mode: str
     height: int
     width: int
@@ -69,8 +69,8 @@ class Header:
     version: int = VERSION
 
     @property
-    def fingerprint_hex(self) -> str:
-        return self.fingerprint.hex()
+    def model_id_hex(self) -> str:
+        return self.model_id.hex()
 
     @property
     def token_height(self) -> int:
@@ -94,7 +94,7 @@ class Header:
 
     def validate(self) -> Header:
         """Raise :class:`WtkFormatError` unless every field lies within the format's limits."""
-        _check(len(self.fingerprint) == FINGERPRINT_BYTES, f"model id must be {FINGERPRINT_BYTES} bytes")
+        _check(len(self.model_id) == MODEL_ID_BYTES, f"model id must be {MODEL_ID_BYTES} bytes")
         _check(self.mode in MODES, f"unknown coding mode {self.mode!r}")
         _check(self.version == VERSION, f"unsupported .wtk format version {self.version}")
         _check(
@@ -157,7 +157,7 @@ def pack(header: Header, payload: bytes) -> bytes:
         [
             MAGIC,
             bytes([header.version]),
-            header.fingerprint,
+            header.model_id,
             bytes([flags]),
             write_varint((header.groups - 1) * 32 + header.group_bits - 1),
             write_varint(header.height - 1),
@@ -190,7 +190,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
 
 
 def _parse_fields(data: bytes, end: int) -> tuple[Header, int]:
-    fingerprint = data[3 : 3 + FINGERPRINT_BYTES]
+    model_id = data[3 : 3 + MODEL_ID_BYTES]
     flags = data[_FIXED - 1]
     _check(flags >> 6 < len(MODES), f"unknown coding mode {flags >> 6}")
     _check(flags & 0b111 == 0, "malformed .wtk header (reserved bits set)")
@@ -198,7 +198,7 @@ def _parse_fields(data: bytes, end: int) -> tuple[Header, int]:
     height, pos = read_varint(data, pos, end)
     width, pos = read_varint(data, pos, end)
     header = Header(
-        fingerprint=fingerprint,
+        model_id=model_id,
         mode=MODES[flags >> 6],
         height=height + 1,
         width=width + 1,

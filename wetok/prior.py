@@ -9,7 +9,6 @@ directory as ``prior.json``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from torch import Tensor
 
 from wetok.errors import PriorError
+from wetok.fileio import write_atomic
 
 PRIOR_NAME = "prior.json"
 PRIOR_BITS = 24
@@ -74,7 +74,7 @@ class Prior:
         return float(sum(PRIOR_BITS - np.log2(float(row.max())) for row in self.frequencies))
 
     def table_bytes(self) -> bytes:
-        """The tables as little-endian uint32 bytes, row-major (what the codec fingerprint hashes)."""
+        """The tables as little-endian uint32 bytes, row-major (what the model id hashes)."""
         return np.ascontiguousarray(self.frequencies, dtype="<u4").tobytes()
 
     def to_dict(self) -> dict:
@@ -90,9 +90,7 @@ class Prior:
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/prior.json`` atomically (temporary file, then rename)."""
         path = Path(directory) / PRIOR_NAME
-        tmp = path.with_name(PRIOR_NAME + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
         return path
 
     @classmethod

@@ -5,9 +5,7 @@ WeTok: Zhuang et al., "Powerful Discrete Tokenization for High-Fidelity Visual R
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,11 +14,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from wetok.config import TokenizerConfig
+from wetok.fileio import atomic_path
 from wetok.model import Decoder, Encoder
+from wetok.modeldir import CONFIG_NAME, WEIGHTS_NAME, weights_sha256
 from wetok.quantizer import GroupedLFQ
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 class TokenizerOutput(NamedTuple):
@@ -28,22 +25,6 @@ class TokenizerOutput(NamedTuple):
     codes: Tensor  # [B, d, h, w], ±1 with straight-through gradient
     indices: Tensor  # [B, h, w, g]
     losses: dict[str, Tensor]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def state_fingerprint(config: TokenizerConfig, state: dict[str, Tensor]) -> str:
-    """Hex SHA-256 of the config and every tensor (name, dtype, shape, bytes), in sorted name order."""
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 class Tokenizer(nn.Module):
@@ -60,7 +41,7 @@ class Tokenizer(nn.Module):
             codebook_entropy=config.codebook_entropy,
         )
         self.decoder = Decoder(config)
-        self._fingerprint: str | None = None
+        self._weights_sha256: str | None = None
 
     # -- training ----------------------------------------------------------------------------------------
     def forward(self, images: Tensor, noise: Tensor | None = None) -> TokenizerOutput:
@@ -141,25 +122,21 @@ class Tokenizer(nn.Module):
         return self.decoder.conv_out.weight.dtype
 
     @property
-    def fingerprint(self) -> str:
-        """Hex SHA-256 identifying config and weights (of the saved file when loaded from one)."""
-        return self._fingerprint or state_fingerprint(self.config, self.state_dict())
+    def weights_sha256(self) -> str:
+        """Hex SHA-256 of config and weights (of the saved file when loaded from one). Not the 6-byte model
+        id of ``.wtk`` files, which also covers the prior: :attr:`wetok.codec.Codec.model_id`."""
+        return self._weights_sha256 or weights_sha256(self.config, self.state_dict())
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (cast to ``dtype`` if given) into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in self.state_dict().items()}
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(
-            state, str(tmp), metadata={"format": "pt", "wetok_config": json.dumps(self.config.to_dict())}
-        )
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates its file 0600; models are meant to be shared
-        tmp.replace(directory / WEIGHTS_NAME)
-        tmp_cfg = directory / (CONFIG_NAME + ".tmp")
-        self.config.save(tmp_cfg)
-        tmp_cfg.replace(directory / CONFIG_NAME)
-        self._fingerprint = state_fingerprint(self.config, state)
+        metadata = {"format": "pt", "wetok_config": json.dumps(self.config.to_dict())}
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
+        self.config.save(directory / CONFIG_NAME)
+        self._weights_sha256 = weights_sha256(self.config, state)
         return directory
 
     @classmethod
@@ -173,5 +150,5 @@ class Tokenizer(nn.Module):
         state = load_file(str(directory / WEIGHTS_NAME))
         model = cls(config)
         model.load_state_dict({k: v.float() for k, v in state.items()})
-        model._fingerprint = state_fingerprint(config, state)
+        model._weights_sha256 = weights_sha256(config, state)
         return model.to(device).eval()

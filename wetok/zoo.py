@@ -1,6 +1,9 @@
 """The model registry: find codecs by name, by path, or by the model id stored in a ``.wtk`` file.
 
-A model is a directory holding ``config.json``, ``model.safetensors`` and (optionally) ``prior.json``.
+A model is a directory (:mod:`wetok.modeldir`) holding ``config.json``, ``model.safetensors``, optionally
+``prior.json``, and the stored model id ``model_id.json``: finding a model by id reads only that (or the
+user cache), and the weights are checked when the model found is loaded.
+
 Search order: each entry of ``$WETOK_MODELS`` (``os.pathsep``-separated), then the user directory
 ``$XDG_DATA_HOME/wetok/models`` (default ``~/.local/share/wetok/models``), then the models bundled in the
 package (``wetok/models/<name>/``). The first directory holding a name wins.
@@ -8,19 +11,16 @@ package (``wetok/models/<name>/``). The first directory holding a name wins.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from wetok.codec import Codec, codec_fingerprint
+from wetok.codec import Codec
 from wetok.config import TokenizerConfig
 from wetok.errors import ModelMismatchError, ModelNotFoundError, WetokError
-from wetok.prior import PRIOR_NAME, Prior
-from wetok.tokenizer import CONFIG_NAME, WEIGHTS_NAME, state_fingerprint
+from wetok.modeldir import CONFIG_NAME, WEIGHTS_NAME, is_model_dir, read_model_id
 
 DEFAULT_MODEL = "default"
 BUNDLED_DIR = Path(__file__).parent / "models"
@@ -37,10 +37,6 @@ def model_dirs() -> list[Path]:
     return [*env, user_dir(), BUNDLED_DIR]
 
 
-def is_model_dir(path: Path) -> bool:
-    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     """A registered model, described without loading its weights into a module."""
@@ -54,9 +50,9 @@ class ModelInfo:
         return TokenizerConfig.load(self.path / CONFIG_NAME)
 
     @property
-    def fingerprint_hex(self) -> str:
-        """The codec fingerprint that files made with this model carry (cached per file version)."""
-        return model_fingerprint(self.path).hex()
+    def model_id_hex(self) -> str:
+        """The model id that files made with this model carry (stored; weights not read)."""
+        return read_model_id(self.path).hex()
 
 
 def list_models() -> list[ModelInfo]:
@@ -106,20 +102,28 @@ def _load_dir(path: Path, device: str | torch.device) -> Codec:
     return Codec.from_pretrained(path, device=device)
 
 
-def find_codec_by_fingerprint(
-    fp: bytes, extra: list[str | Path] | tuple = (), device: str | torch.device = "cpu"
+def find_codec_by_model_id(
+    model_id: bytes, extra: list[str | Path] | tuple = (), device: str | torch.device = "cpu"
 ) -> Codec:
-    """The codec whose files carry model id ``fp``: searched in ``extra`` (model directories or folders
-    of them), then in the registry."""
+    """The codec whose files carry ``model_id``: searched in ``extra`` (model directories or folders of
+    them), then in the registry. Only stored ids are read; the one model found is loaded and its weights
+    checked against the id, so a directory whose files changed after its id was stored is refused."""
     for path in _candidates(extra):
-        if _safe_fingerprint(path) == fp:
-            return Codec.from_pretrained(path, device=device)
-    raise ModelNotFoundError(f"no installed model has fingerprint {fp.hex()}; available: {_available()}")
+        if _safe_model_id(path) == model_id:
+            codec = Codec.from_pretrained(path, device=device)
+            if codec.model_id != model_id:
+                raise ModelNotFoundError(
+                    f"{path}: its stored model id {model_id.hex()} does not match its files "
+                    f"({codec.model_id_hex}); they changed after the id was written: rewrite it with "
+                    "`wetok fit-prior`, or delete model_id.json there"
+                )
+            return codec
+    raise ModelNotFoundError(f"no installed model has id {model_id.hex()}; available: {_available()}")
 
 
-def name_for_fingerprint(fp: bytes) -> str | None:
-    """The registry name of the model with codec fingerprint ``fp``, if one is installed."""
-    return next((m.name for m in list_models() if _safe_fingerprint(m.path) == fp), None)
+def name_for_model_id(model_id: bytes) -> str | None:
+    """The registry name of the model with id ``model_id``, if one is installed."""
+    return next((m.name for m in list_models() if _safe_model_id(m.path) == model_id), None)
 
 
 def name_mismatch(error: ModelMismatchError) -> ModelMismatchError:
@@ -127,16 +131,16 @@ def name_mismatch(error: ModelMismatchError) -> ModelMismatchError:
     (the codec that raised it does not know the registry)."""
     if error.expected_name is None:
         try:
-            error.expected_name = name_for_fingerprint(error.expected)
+            error.expected_name = name_for_model_id(error.expected)
         except (OSError, WetokError):  # a registry problem must not hide the mismatch itself
             pass
     return error
 
 
-def _safe_fingerprint(path: Path) -> bytes | None:
+def _safe_model_id(path: Path) -> bytes | None:
     """A broken model directory in the registry is skipped, not fatal, when searching."""
     try:
-        return model_fingerprint(path)
+        return read_model_id(path)
     except (OSError, ValueError):
         return None
 
@@ -144,22 +148,3 @@ def _safe_fingerprint(path: Path) -> bytes | None:
 def _candidates(extra: list[str | Path] | tuple) -> list[Path]:
     found = [p for entry in extra for p in _models_in(Path(entry).expanduser())]
     return found + [m.path for m in list_models()]
-
-
-def model_fingerprint(path: Path) -> bytes:
-    """Codec fingerprint of a model directory, hashed from its files (weights read, no module built)."""
-    files = [path / CONFIG_NAME, path / WEIGHTS_NAME, path / PRIOR_NAME]
-    stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None for f in files)
-    return _fingerprint_cached(str(path.resolve()), stamp)
-
-
-@functools.lru_cache(maxsize=64)
-def _fingerprint_cached(path: str, stamp: tuple) -> bytes:
-    directory = Path(path)
-    config = TokenizerConfig.load(directory / CONFIG_NAME)
-    state = load_file(str(directory / WEIGHTS_NAME))
-    if (directory / PRIOR_NAME).is_file():
-        prior = Prior.load(directory)
-    else:
-        prior = Prior.uniform(config.groups, config.group_bits)
-    return codec_fingerprint(state_fingerprint(config, state), prior)

@@ -137,7 +137,7 @@ def _compress_one(
             "bits_per_token": info.bits_per_token,
             "mode": info.mode,
             "model": codec.name,
-            "fingerprint": codec.fingerprint_hex,
+            "model_id": codec.model_id_hex,
         },
     )
 
@@ -254,7 +254,7 @@ def _decompress_one(
     _claim(dst, force, written)
     data = read_input(item)
     info = read_info(data)
-    codec = models.get(info.fingerprint)
+    codec = models.get(info.model_id)
     start = time.perf_counter()
     try:
         image = codec.decompress(data, seed=seed, noise_scale=noise_scale)
@@ -278,7 +278,7 @@ def _decompress_one(
         "bpp": info.bpp,
         "bits_per_token": info.bits_per_token,
         "model": codec.name,
-        "fingerprint": codec.fingerprint_hex,
+        "model_id": codec.model_id_hex,
         "seed": seed,
         "noise_scale": noise_scale,
     }
@@ -297,31 +297,31 @@ class _ModelCache:
         self.extra: list[Path] = []
         self.codecs: dict[bytes, Any] = {}
         if model is not None:
-            from wetok.zoo import is_model_dir
+            from wetok.modeldir import is_model_dir
 
             path = Path(model).expanduser()
             if path.is_dir() and not is_model_dir(path):
-                self.extra = [path]  # a folder of model directories: searched by fingerprint
+                self.extra = [path]  # a folder of model directories: searched by model_id
             else:
                 self.fixed = _load_codec(model, device, reporter)
 
-    def get(self, fingerprint: bytes) -> Any:
+    def get(self, model_id: bytes) -> Any:
         if self.fixed is not None:
             return self.fixed  # its decompress() refuses files of another model, naming both
-        if fingerprint not in self.codecs:
-            from wetok.zoo import ModelNotFoundError, find_codec_by_fingerprint
+        if model_id not in self.codecs:
+            from wetok.zoo import ModelNotFoundError, find_codec_by_model_id
 
             start = time.perf_counter()
             try:
-                codec = find_codec_by_fingerprint(fingerprint, extra=self.extra, device=self.device)
+                codec = find_codec_by_model_id(model_id, extra=self.extra, device=self.device)
             except ModelNotFoundError as e:
                 raise InputError(f"{e}; pass --model NAME|DIR") from None
             self.reporter.info(
-                f"loaded model {codec.name} ({codec.fingerprint_hex}) on {self.device} "
+                f"loaded model {codec.name} ({codec.model_id_hex}) on {self.device} "
                 f"in {time.perf_counter() - start:.1f} s"
             )
-            self.codecs[fingerprint] = codec
-        return self.codecs[fingerprint]
+            self.codecs[model_id] = codec
+        return self.codecs[model_id]
 
 
 def _load_codec(model: str | None, device: str, reporter: Reporter) -> Any:
@@ -338,8 +338,7 @@ def _load_codec(model: str | None, device: str, reporter: Reporter) -> Any:
     except (OSError, ValueError) as e:  # a broken model folder: unreadable or malformed files
         raise UsageProblem(f"--model: cannot load {model or DEFAULT_MODEL}: {user_message(e) or e}") from None
     reporter.info(
-        f"loaded model {codec.name} ({codec.fingerprint_hex}) on {device} "
-        f"in {time.perf_counter() - start:.1f} s"
+        f"loaded model {codec.name} ({codec.model_id_hex}) on {device} in {time.perf_counter() - start:.1f} s"
     )
     return codec
 

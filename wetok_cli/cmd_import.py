@@ -124,7 +124,8 @@ def _print_summary(title: str, s: dict[str, Any]) -> None:
         ),
         ("generative", "yes" if s["generative"] else "no"),
         ("weights", f"EMA {s['ema_tensors']}{raw}; ignored {s['ignored_tensors']} loss/bookkeeping tensors"),
-        ("fingerprint", s["fingerprint"]),
+        ("model id", s["model_id"]),
+        ("sha256", s["weights_sha256"]),
     ]
     click.echo(title, err=True)
     for key, value in rows:

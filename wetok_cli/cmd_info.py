@@ -69,13 +69,13 @@ def _file_record(item: Input, models: _Models) -> dict[str, Any]:
 
     data = read_input(item)
     header = read_info(data)  # validates everything before a model is looked for
-    name, codec = models.find(header.fingerprint)
+    name, codec = models.find(header.model_id)
     info = read_info(data, codec) if codec is not None else header
     return {
         "file": item.display,
         "version": info.version,
         "model": name,
-        "fingerprint": info.fingerprint_hex,
+        "model_id": info.model_id_hex,
         "mode": info.mode,
         "width": info.width,
         "height": info.height,
@@ -98,23 +98,23 @@ class _Models:
     def __init__(self) -> None:
         self.found: dict[bytes, tuple[str | None, Any]] = {}
 
-    def find(self, fingerprint: bytes) -> tuple[str | None, Any]:
-        if fingerprint not in self.found:
-            from wetok.zoo import ModelNotFoundError, find_codec_by_fingerprint
+    def find(self, model_id: bytes) -> tuple[str | None, Any]:
+        if model_id not in self.found:
+            from wetok.zoo import ModelNotFoundError, find_codec_by_model_id
 
             try:
-                codec = find_codec_by_fingerprint(fingerprint)
-                self.found[fingerprint] = (codec.name, codec)
+                codec = find_codec_by_model_id(model_id)
+                self.found[model_id] = (codec.name, codec)
             except ModelNotFoundError:
-                self.found[fingerprint] = (None, None)
-        return self.found[fingerprint]
+                self.found[model_id] = (None, None)
+        return self.found[model_id]
 
 
 def _info_cells(r: dict[str, Any]) -> list[str]:
     ideal = f"{r['bytes'] / r['ideal_bytes'] - 1:+.2%}" if r["ideal_bytes"] else "-"
     return [
         r["file"],
-        r["model"] or f"{r['fingerprint']} (not installed)",
+        r["model"] or f"{r['model_id']} (not installed)",
         f"{r['width']}x{r['height']}",
         f"{r['f']}/{r['g']}/{r['d_prime']}",
         r["mode"],
@@ -162,9 +162,9 @@ def _model_record(m: Any) -> dict[str, Any]:
     except PriorError:
         coded = None
     try:
-        fingerprint = m.fingerprint_hex
+        model_id = m.model_id_hex
     except (OSError, ValueError):
-        fingerprint = None
+        model_id = None
     source = "bundled" if m.bundled else "user" if _in_user_dir(m.path) else "WETOK_MODELS"
     return {
         "name": m.name,
@@ -177,7 +177,7 @@ def _model_record(m: Any) -> dict[str, Any]:
         "coded_bits_per_token": coded,
         "bpp": c.bpp,
         "generative": c.generative,
-        "fingerprint": fingerprint,
+        "model_id": model_id,
     }
 
 
@@ -198,7 +198,7 @@ def _model_cells(r: dict[str, Any]) -> list[str]:
         coded,
         f"{r['bpp']:.4f}",
         "yes" if r["generative"] else "no",
-        r["fingerprint"] or "(unreadable)",
+        r["model_id"] or "(unreadable)",
         r["path"],
     ]
 
