@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from wetok.evaluate import EvalOptions, EvalReport, find_images, load_images, run_eval, write_json
-from wetok.report import crops_figure, markdown_table, plot_rd
+from wetok.eval.evaluate import EvalOptions, EvalReport, find_images, load_images, run_eval, write_json
+from wetok.eval.report import crops_figure, markdown_table, plot_rd
 from wetok.zoo import load_codec
 
 

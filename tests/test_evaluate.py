@@ -14,10 +14,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from wetok import Tokenizer, TokenizerConfig, classic, evalstats, metrics
-from wetok.evaluate import EvalOptions, Scorer, find_images, load_images, run_eval, write_json
+from wetok import Tokenizer, TokenizerConfig, metrics
+from wetok.eval import classic
+from wetok.eval import stats as evalstats
+from wetok.eval.evaluate import EvalOptions, Scorer, find_images, load_images, run_eval, write_json
+from wetok.eval.report import crops_figure, markdown_table, plot_rd
 from wetok.prior import Prior
-from wetok.report import crops_figure, markdown_table, plot_rd
 from wetok.zoo import load_codec
 from wetok_cli.cmd_eval import eval_cmd
 

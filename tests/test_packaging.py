@@ -31,6 +31,9 @@ def test_only_wetok_names_are_installed() -> None:
     for name, folder in setuptools.get("package-dir", {}).items():
         assert name.startswith("wetok") and (ROOT / folder / "__init__.py").is_file()
     assert "wetok_train" in packages  # the train/ folder, under a name that cannot collide
+    # Packages are listed by hand (package-dir needs it): every folder with an __init__.py must be there.
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in ROOT.glob("wetok*/**/__init__.py")}
+    assert found <= set(packages), sorted(found - set(packages))
 
 
 def test_extras_in_hints_exist() -> None:
@@ -164,6 +167,9 @@ def test_no_import_cycles() -> None:
 
 
 def test_imports_go_one_way() -> None:
+    """wetok imports neither the CLI nor training; the codec does not import evaluation."""
     for module, targets in _import_graph().items():
         if module.startswith("wetok."):
             assert not {t for t in targets if t.startswith(("wetok_cli", "wetok_train"))}, module
+        if module.startswith("wetok.") and not module.startswith("wetok.eval."):
+            assert not {t for t in targets if t.startswith("wetok.eval")}, module

@@ -15,7 +15,7 @@ CLASSIC = ("jpeg", "webp", "avif", "jpeg2000")
 
 
 def _codec_list(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
-    from wetok.classic import get_codec
+    from wetok.eval.classic import get_codec
 
     names = [v for v in value.split(",") if v.strip()] if value.strip().lower() != "none" else []
     try:
@@ -25,7 +25,7 @@ def _codec_list(_ctx: click.Context, _param: click.Parameter, value: str) -> tup
 
 
 def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> dict[str, tuple]:
-    from wetok.classic import get_codec
+    from wetok.eval.classic import get_codec
 
     out: dict[str, tuple] = {}
     for item in value:
@@ -152,7 +152,7 @@ def eval_cmd(
     """
     import torch
 
-    from wetok.evaluate import EvalOptions, load_images, run_eval
+    from wetok.eval.evaluate import EvalOptions, load_images, run_eval
 
     if models and no_model:
         raise click.UsageError("give --model or --no-model, not both")
@@ -232,8 +232,8 @@ class _Status:
 
 
 def _write_outputs(report: Any, originals: list[Any], out: Path, crops: int) -> None:
-    from wetok.evaluate import write_json
-    from wetok.report import crops_figure, plot_rd
+    from wetok.eval.evaluate import write_json
+    from wetok.eval.report import crops_figure, plot_rd
 
     written = list(write_json(report, out).values())
     note = plot_rd(report, out / "rd.png")
@@ -250,7 +250,7 @@ def _write_outputs(report: Any, originals: list[Any], out: Path, crops: int) -> 
 def _print_tables(report: Any) -> None:
     from rich.console import Console
 
-    from wetok.report import codebook_table, summary_table
+    from wetok.eval.report import codebook_table, summary_table
 
     console = Console(width=max(140, Console().width))
     console.print(summary_table(report))

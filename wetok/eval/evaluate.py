@@ -4,9 +4,9 @@ learned-compression papers report them.
 For every image and codec: the real file size (headers included), bits per pixel over the original
 pixels, PSNR / SSIM / MS-SSIM on 8-bit RGB, a perceptual distance, and encode / decode wall time. Set means
 are plain averages of the per-image values (as CompressAI averages them). Classic codecs run twice: at
-each image's wetok file size (bisection on their quality, :mod:`wetok.classic`) and at a few fixed
-settings for rate–distortion curves. FID / KID and codebook statistics come from :mod:`wetok.evalstats`.
-Nothing here imports matplotlib; :mod:`wetok.report` draws.
+each image's wetok file size (bisection on their quality, :mod:`wetok.eval.classic`) and at a few fixed
+settings for rate–distortion curves. FID / KID and codebook statistics come from :mod:`wetok.eval.stats`.
+Nothing here imports matplotlib; :mod:`wetok.eval.report` draws.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from wetok import __version__, classic, evalstats
+from wetok import __version__
 from wetok import format as fmt
+from wetok.eval import classic
+from wetok.eval import stats as evalstats
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pnm")
 METRICS = ("psnr", "ssim", "ms_ssim", "perceptual")
@@ -61,7 +63,8 @@ class Record:
 
 @dataclass
 class EvalOptions:
-    """What to run. ``fid_patch``: None = automatic (:func:`wetok.evalstats.auto_patch`), 0 = whole images."""
+    """What to run. ``fid_patch``: None = automatic (:func:`~wetok.eval.stats.auto_patch`), 0 = whole
+    images."""
 
     codecs: tuple[str, ...] = ("jpeg", "webp", "avif", "jpeg2000")
     match: bool = True

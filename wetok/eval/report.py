@@ -1,4 +1,4 @@
-"""Reading an :class:`~wetok.evaluate.EvalReport`: tables (rich, markdown), the rate–distortion plot
+"""Reading an :class:`~wetok.eval.evaluate.EvalReport`: tables (rich, markdown), the rate–distortion plot
 (matplotlib, an optional extra) and the side-by-side crops figure (PIL only).
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from wetok.classic import CLASSIC_CODECS
-from wetok.evaluate import EvalReport
+from wetok.eval.classic import CLASSIC_CODECS
+from wetok.eval.evaluate import EvalReport
 
 PLOT_EXTRA = "pip install 'wetok[plot]'"
 _COLORS = {"wetok": "#d62728", "jpeg": "#1f77b4", "webp": "#2ca02c", "avif": "#9467bd", "jpeg2000": "#ff7f0e"}
