@@ -140,7 +140,9 @@ def main() -> None:
         return
     if args.tokens % 256:
         ap.error("--tokens must be a multiple of 256 (latents are [B, d, 16, 16])")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    from wetok.device import resolve_device
+
+    device = str(resolve_device(args.device))
     method = "cuda max_memory_allocated" if device == "cuda" else "peak RSS increase in a child process"
     dims = [int(x) for x in args.dims.split(",")]
     result = {

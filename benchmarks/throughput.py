@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from wetok import Tokenizer, TokenizerConfig
 from wetok.codec import Codec
+from wetok.image import array_to_tensor
 
 FALLBACK_PRESETS = ("cpu-f16", "cpu-f16-gd")
 
@@ -82,7 +83,7 @@ def test_image(height: int, width: int) -> np.ndarray:
 
 def bench_model(codec: Codec, device: str, rgb: np.ndarray, repeats: int) -> dict:
     model = codec.model.to(device)
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
+    x = array_to_tensor(rgb).to(device)
     tokens = model.encode(x)
     enc_s = timed(lambda: model.encode(x), device, repeats)
     dec_s = timed(lambda: model.decode(tokens, seed=0), device, repeats)

@@ -19,6 +19,7 @@ from wetok.eval import classic
 from wetok.eval import stats as evalstats
 from wetok.eval.evaluate import EvalOptions, Scorer, find_images, load_images, run_eval, write_json
 from wetok.eval.report import crops_figure, markdown_table, plot_rd
+from wetok.image import array_to_tensor
 from wetok.prior import Prior
 from wetok.zoo import load_codec
 from wetok_cli.cmd_eval import eval_cmd
@@ -160,9 +161,7 @@ def test_perceptual_scorer_reuses_the_original() -> None:
     orig, recons = smooth_image(32, 40, 0), [smooth_image(32, 40, i) for i in (1, 2, 3)]
     got = [scorer(orig, r) for r in recons]
     with torch.inference_mode():
-        want = [
-            float(reference(evalstats._to_unit_tensor(orig), evalstats._to_unit_tensor(r))[0]) for r in recons
-        ]
+        want = [float(reference(array_to_tensor(orig), array_to_tensor(r))[0]) for r in recons]
     assert got == pytest.approx(want, rel=1e-6) and taps.calls == 1 + len(recons)
     assert scorer(recons[0], recons[0]) == 0.0
 

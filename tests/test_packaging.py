@@ -173,3 +173,21 @@ def test_imports_go_one_way() -> None:
             assert not {t for t in targets if t.startswith(("wetok_cli", "wetok_train"))}, module
         if module.startswith("wetok.") and not module.startswith("wetok.eval."):
             assert not {t for t in targets if t.startswith("wetok.eval")}, module
+
+
+@pytest.mark.parametrize(
+    ("pattern", "owner"),
+    [
+        (r"127\.5", "wetok/image.py"),  # the [-1, 1] <-> uint8 pixel conversion
+        (r"IMAGE_SUFFIXES = ", "wetok/fileio.py"),
+        (r"def is_model_dir\(", "wetok/modeldir.py"),
+        (r"os\.replace\(|mkstemp\(", "wetok/fileio.py"),  # atomic writes
+        (r"cuda\.is_available\(\) else", "wetok/device.py"),  # device resolution
+        (r"\"jpeg2000\"", "wetok/eval/classic.py"),  # the list of classic codecs
+    ],
+)
+def test_one_owner_per_convention(pattern: str, owner: str) -> None:
+    files = [p for top in ("wetok", "wetok_cli", "train", "benchmarks") for p in (ROOT / top).rglob("*.py")]
+    holders = sorted(str(p.relative_to(ROOT)) for p in files if re.search(pattern, p.read_text()))
+    allowed = {owner, "wetok/perceptual.py"} if pattern == r"127\.5" else {owner}  # network input scaling
+    assert set(holders) <= allowed and owner in holders, holders

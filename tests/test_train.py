@@ -201,11 +201,12 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result: s
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from wetok_train.loop import build_state, pick_device, train_step
+    from wetok.device import resolve_device
+    from wetok_train.loop import build_state, train_step
     from wetok_train.losses import GeneratorLoss
 
     cfg = _cfg(Path(data), Path(out), steps=3)
-    device = pick_device("cpu")
+    device = resolve_device("cpu")
     dist.init_process_group("gloo")
     state = build_state(cfg, device, world)
     loss_fn = GeneratorLoss(cfg, None)

@@ -5,13 +5,14 @@ A ``kill -9`` at any moment leaves either the previous checkpoint or the new one
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from wetok.fileio import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -36,13 +37,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

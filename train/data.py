@@ -16,18 +16,17 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from wetok import fileio
+from wetok.image import uint8_to_unit
+
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
 
 def find_images(root: str | Path) -> list[Path]:
     """All image files under ``root``, recursively, in sorted order."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
+    if not Path(root).exists():
         raise FileNotFoundError(f"no such data folder: {root}")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return fileio.find_images([root])
 
 
 def _load_rgb(path: Path, min_side: int) -> np.ndarray | None:
@@ -73,8 +72,7 @@ class CropDataset(Dataset):
             patch = np.asarray(Image.fromarray(patch).resize((self.crop, self.crop), Image.BICUBIC))
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
-        t = torch.from_numpy(np.array(patch)).permute(2, 0, 1).float()
-        return t / 127.5 - 1.0
+        return uint8_to_unit(torch.from_numpy(np.array(patch)).permute(2, 0, 1))
 
 
 class StepSampler(Sampler[int]):

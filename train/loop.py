@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from wetok.device import resolve_device
+from wetok.modeldir import is_model_dir
 from wetok.tokenizer import Tokenizer
 from wetok_train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from wetok_train.config import TrainConfig
@@ -69,14 +71,6 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
-
-
 def init_distributed(device: torch.device) -> tuple[int, int]:
     """Join the process group when started by ``torchrun``; returns ``(rank, world_size)``."""
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -105,7 +99,7 @@ def load_init_model(source: str) -> Tokenizer:
     """The model that ``init_from`` names: a model directory, a training checkpoint (its EMA weights), or
     the name of an installed model (``wetok models``)."""
     src = Path(source)
-    if src.is_dir() and (src / "config.json").is_file():
+    if is_model_dir(src):
         return Tokenizer.from_pretrained(src)
     if src.exists():
         ckpt = load_checkpoint(src / CHECKPOINT_NAME if src.is_dir() else src)
@@ -240,7 +234,7 @@ def load_perceptual_loss(cfg: TrainConfig, device: torch.device) -> nn.Module | 
 
 def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     """Run (or resume) a training run in ``cfg.out``; returns the exported model directory."""
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -7,13 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
+from wetok.image import tensor_to_array
 from wetok.tokenizer import Tokenizer
 from wetok_train.config import TrainConfig
 
@@ -90,6 +90,6 @@ class Monitor:
         x = real[:n].float()
         recon = ema.decode(ema.encode(x), seed=0)
         grid = torch.cat([torch.cat(list(x), dim=2), torch.cat(list(recon.float()), dim=2)], dim=1)
-        img = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        img = tensor_to_array(grid)
         (self.out / "samples").mkdir(exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(img)).save(self.out / "samples" / f"step_{step:07d}.png")
+        Image.fromarray(img).save(self.out / "samples" / f"step_{step:07d}.png")

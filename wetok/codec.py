@@ -29,6 +29,7 @@ from wetok.image import (
     core_spans,
     open_image,
     pad_to_multiple,
+    tensor_to_array,
     tile_spans,
     to_pil,
     to_rgb_array,
@@ -277,7 +278,7 @@ def decode_tiled(
     f = model.config.downsample
     h, w = tokens.shape[1:3]
     if tile <= 0 or (h <= tile and w <= tile):
-        return _to_uint8(_decode_window(model, tokens, seed=seed, noise_scale=noise_scale))
+        return tensor_to_array(_decode_window(model, tokens, seed=seed, noise_scale=noise_scale))
     codes = model.tokens_to_codes(tokens)
     style = style_stats(codes)
     noise = model.make_noise(tuple(codes.shape), seed, noise_scale) if model.config.generative else None
@@ -290,16 +291,7 @@ def decode_tiled(
             part = noise[..., y0:y1, x0:x1] if noise is not None else None
             img = _decode_window(model, tokens[:, y0:y1, x0:x1], noise=part, style=style)
             acc[:, y0 * f : y1 * f, x0 * f : x1 * f] += img * torch.from_numpy(np.outer(wy, wx))
-    return _to_uint8(acc)
-
-
-def _to_uint8(x: Tensor, rows: int = 256) -> np.ndarray:
-    """``[3, H, W]`` in ``[-1, 1]`` → uint8 ``[H, W, 3]``, converted ``rows`` rows at a time."""
-    out = np.empty((x.shape[1], x.shape[2], 3), dtype=np.uint8)
-    for r in range(0, x.shape[1], rows):
-        y = ((x[:, r : r + rows] + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-        out[r : r + rows] = y.permute(1, 2, 0).numpy()
-    return out
+    return tensor_to_array(acc)
 
 
 # -- module-level API -------------------------------------------------------------------------------------

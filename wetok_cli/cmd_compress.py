@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from wetok.fileio import IMAGE_SUFFIXES
 from wetok_cli.common import (
-    IMAGE_SUFFIXES,
     STDIO,
     WTK_SUFFIX,
     Input,

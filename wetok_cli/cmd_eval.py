@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import IMAGE_SUFFIXES, device_option, expand_inputs, resolve_device
-
-CLASSIC = ("jpeg", "webp", "avif", "jpeg2000")
+from wetok.eval.classic import CLASSIC_CODECS
+from wetok.fileio import IMAGE_SUFFIXES
+from wetok_cli.common import device_option, expand_inputs, resolve_device
 
 
 def _codec_list(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -50,7 +50,7 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 @click.option("--no-model", is_flag=True, help="Evaluate the classic codecs only (fixed settings).")
 @click.option(
     "--codecs",
-    default=",".join(CLASSIC),
+    default=",".join(CLASSIC_CODECS),
     show_default=True,
     callback=_codec_list,
     help="Classic codecs, comma-separated (jpeg, webp, avif, jpeg2000), or 'none'.",

@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from wetok.config import PRESETS
+from wetok.fileio import IMAGE_SUFFIXES, find_images
+from wetok_cli.common import device_option, resolve_device
 
 DTYPES = {"fp32": "float32", "fp16": "float16"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @click.command("import")
@@ -79,7 +80,7 @@ def import_cmd(
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Images per batch.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device to encode on, e.g. cuda.")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON on stdout.")
 def fit_prior_cmd(
     model_dir: Path, images: tuple[Path, ...], batch_size: int, device: str, as_json: bool
@@ -91,25 +92,14 @@ def fit_prior_cmd(
     """
     from wetok.convert import fit_model_prior
 
-    paths = expand_images(images)
+    paths = find_images(images)
     if not paths:
         raise click.UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) among the given paths")
-    n_tokens = fit_model_prior(model_dir, paths, batch_size=batch_size, device=device)
+    n_tokens = fit_model_prior(model_dir, paths, batch_size=batch_size, device=resolve_device(device))
     summary = {"model_dir": str(model_dir), "images": len(paths), "tokens": n_tokens}
     click.echo(f"fitted {model_dir / 'prior.json'} on {len(paths)} images ({n_tokens} tokens)", err=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-
-
-def expand_images(paths: tuple[Path, ...]) -> list[Path]:
-    """Files as given; folders expanded to the image files inside them (recursively, sorted)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        else:
-            found.append(path)
-    return found
 
 
 def _print_summary(title: str, s: dict[str, Any]) -> None:

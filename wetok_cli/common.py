@@ -12,20 +12,19 @@ import glob
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from wetok.errors import WetokError  # no torch: cheap to import for --help
+from wetok.errors import WetokError  # these two import no torch: cheap for --help
+from wetok.fileio import write_atomic
 
 STDIO = Path("-")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pnm")
 WTK_SUFFIX = ".wtk"
 _GLOB_CHARS = frozenset("*?[")
 
@@ -210,31 +209,9 @@ def write_output(path: Path, data: bytes) -> None:
         stream.flush()
         return
     try:
-        _replace_atomically(path, data)
+        write_atomic(path, data)
     except OSError as e:  # name the file the user asked for, not the temporary one
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # -- reporting ---------------------------------------------------------------------------------------
@@ -351,14 +328,14 @@ def device_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def resolve_device(device: str) -> str:
-    import torch
+def resolve_device(device: str) -> Any:
+    """``--device`` as a ``torch.device`` (:func:`wetok.device.resolve_device`); a usage error when absent."""
+    from wetok.device import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageProblem("--device cuda: no CUDA device is available (try --device cpu)")
-    return device
+    try:
+        return resolve(device)
+    except WetokError as e:
+        raise UsageProblem(f"--device {device}: {e}") from None
 
 
 def human_bytes(n: int) -> str:

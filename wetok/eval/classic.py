@@ -35,6 +35,7 @@ class ClassicCodec:
     high: float
     integer: bool
     sweep: tuple[float, ...]  # default settings of an RD sweep, low to high rate
+    color: str  # in plots
 
     def save_kwargs(self, setting: float) -> dict:
         if self.name == "jpeg":
@@ -51,11 +52,20 @@ class ClassicCodec:
 
 
 CLASSIC_CODECS: dict[str, ClassicCodec] = {
-    "jpeg": ClassicCodec("jpeg", "JPEG", "JPEG", "jpg", "q", 1, 95, True, (2, 5, 10, 25)),
-    "webp": ClassicCodec("webp", "WebP", "WEBP", "webp", "q", 0, 100, True, (0, 10, 30, 60)),
-    "avif": ClassicCodec("avif", "AVIF", "AVIF", "avif", "q", 0, 100, True, (0, 15, 35, 60)),
+    "jpeg": ClassicCodec("jpeg", "JPEG", "JPEG", "jpg", "q", 1, 95, True, (2, 5, 10, 25), "#1f77b4"),
+    "webp": ClassicCodec("webp", "WebP", "WEBP", "webp", "q", 0, 100, True, (0, 10, 30, 60), "#2ca02c"),
+    "avif": ClassicCodec("avif", "AVIF", "AVIF", "avif", "q", 0, 100, True, (0, 15, 35, 60), "#9467bd"),
     "jpeg2000": ClassicCodec(
-        "jpeg2000", "JPEG 2000", "JPEG2000", "jpg_2000", "bpp", 0.005, 8.0, False, (0.05, 0.1, 0.2, 0.4)
+        "jpeg2000",
+        "JPEG 2000",
+        "JPEG2000",
+        "jpg_2000",
+        "bpp",
+        0.005,
+        8.0,
+        False,
+        (0.05, 0.1, 0.2, 0.4),
+        "#ff7f0e",
     ),
 }
 

@@ -25,8 +25,8 @@ from wetok import __version__
 from wetok import format as fmt
 from wetok.eval import classic
 from wetok.eval import stats as evalstats
+from wetok.fileio import find_images  # noqa: F401  (part of this module's API: benchmarks use it)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pnm")
 METRICS = ("psnr", "ssim", "ms_ssim", "perceptual")
 Progress = Callable[[str], None]
 
@@ -66,7 +66,7 @@ class EvalOptions:
     """What to run. ``fid_patch``: None = automatic (:func:`~wetok.eval.stats.auto_patch`), 0 = whole
     images."""
 
-    codecs: tuple[str, ...] = ("jpeg", "webp", "avif", "jpeg2000")
+    codecs: tuple[str, ...] = tuple(classic.CLASSIC_CODECS)
     match: bool = True
     match_iters: int = 8
     sweep: bool = True
@@ -176,17 +176,6 @@ class EvalReport:
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
-
-
-def find_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for image files (sorted)."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
-        else:
-            found.append(p)
-    return found
 
 
 def load_images(paths: Sequence[Path]) -> list[tuple[str, np.ndarray]]:

@@ -15,7 +15,7 @@ from wetok.eval.classic import CLASSIC_CODECS
 from wetok.eval.evaluate import EvalReport
 
 PLOT_EXTRA = "pip install 'wetok[plot]'"
-_COLORS = {"wetok": "#d62728", "jpeg": "#1f77b4", "webp": "#2ca02c", "avif": "#9467bd", "jpeg2000": "#ff7f0e"}
+WETOK_COLOR = "#d62728"
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -146,7 +146,7 @@ def plot_rd(report: EvalReport, path: Path) -> str | None:
 
 def _draw_panel(ax: Any, rows: list[dict[str, Any]], key: str, f: Any) -> None:
     for codec in dict.fromkeys(r["codec"] for r in rows):
-        color = _COLORS.get(codec, "#7f7f7f")
+        color = CLASSIC_CODECS[codec].color if codec in CLASSIC_CODECS else WETOK_COLOR
         sweep = [r for r in rows if r["codec"] == codec and r["kind"] == "sweep"]
         sweep.sort(key=lambda r: r["bpp"])
         pts = [(r["bpp"], f(r[key])) for r in sweep if r[key] is not None and f(r[key]) is not None]

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from wetok import metrics
+from wetok.fileio import atomic_path
+from wetok.image import array_to_tensor
 from wetok.prior import PRIOR_TOTAL, Prior
 
 WHOLE_IMAGE_FID_FROM = 500  # with at least this many images FID uses whole images, else patches
@@ -47,10 +49,6 @@ def load_distance(name: str) -> tuple[torch.nn.Module | None, str | None, str | 
         return load_perceptual("effnet-lite0"), "effnet-lite0", note
     except RuntimeError as e:
         return None, None, f"{missing}; no perceptual distance ({e})"
-
-
-def _to_unit_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 
 class _RecentFeatures(torch.nn.Module):
@@ -87,8 +85,8 @@ class PerceptualScorer:
     @torch.inference_mode()
     def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
         if self._orig is None or self._orig[0] is not a:
-            self._orig = (a, _to_unit_tensor(a))
-        return float(self.net(self._orig[1], _to_unit_tensor(b))[0])
+            self._orig = (a, array_to_tensor(a))
+        return float(self.net(self._orig[1], array_to_tensor(b))[0])
 
 
 # ---- FID / KID on patches -------------------------------------------------------------------------------
@@ -169,10 +167,8 @@ class FeatureBank:
     def _store(self, path: Path | None, feats: np.ndarray) -> None:
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, feats)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, feats)
 
 
 def fid_kid(real: np.ndarray, fake: np.ndarray, patch: int) -> FidResult:
