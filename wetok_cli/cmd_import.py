@@ -1,4 +1,4 @@
-"""``wetok import`` (official checkpoint → model directory) and ``wetok fit-prior`` (entropy tables)."""
+"""``wetok import``: an official WeTok / Open-MAGVIT2 checkpoint → a wetok model directory."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from typing import Any
 import click
 
 from wetok.config import PRESETS
-from wetok.fileio import IMAGE_SUFFIXES, find_images
-from wetok_cli.common import device_option, resolve_device
 
 DTYPES = {"fp32": "float32", "fp16": "float16"}
 
@@ -74,32 +72,6 @@ def import_cmd(
     _print_summary(f"imported {checkpoint.name} → {out}", summary)
     if as_json:
         click.echo(json.dumps({**summary, "out": str(out)}, indent=2))
-
-
-@click.command("fit-prior")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Images per batch.")
-@device_option
-@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON on stdout.")
-def fit_prior_cmd(
-    model_dir: Path, images: tuple[Path, ...], batch_size: int, device: str, as_json: bool
-) -> None:
-    """Fit MODEL_DIR's per-group token frequency tables on IMAGES (files or folders of images).
-
-    Each image is padded to a multiple of the model's downsampling factor and encoded; the counts replace
-    the model directory's prior.json.
-    """
-    from wetok.convert import fit_model_prior
-
-    paths = find_images(images)
-    if not paths:
-        raise click.UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) among the given paths")
-    n_tokens = fit_model_prior(model_dir, paths, batch_size=batch_size, device=resolve_device(device))
-    summary = {"model_dir": str(model_dir), "images": len(paths), "tokens": n_tokens}
-    click.echo(f"fitted {model_dir / 'prior.json'} on {len(paths)} images ({n_tokens} tokens)", err=True)
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
 
 
 def _print_summary(title: str, s: dict[str, Any]) -> None:

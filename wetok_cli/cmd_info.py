@@ -1,4 +1,4 @@
-"""``wetok info`` (what a ``.wtk`` file holds) and ``wetok models`` (what models wetok can use)."""
+"""``wetok info``: what ``.wtk`` files hold (header fields, model, sizes, distance from the ideal)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,10 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import (
-    WTK_SUFFIX,
-    Input,
-    Reporter,
-    check_stdio,
-    expand_inputs,
-    read_input,
-    report_problems,
-    run_each,
-)
+from wetok_cli.common import WTK_SUFFIX, Input, Reporter, print_table, read_input
+from wetok_cli.per_file import for_each_file
 
 _INFO_COLUMNS = ("file", "model", "size", "f/g/d'", "mode", "bytes", "bpp", "bits/token", "vs ideal")
-_MODEL_COLUMNS = (
-    "name",
-    "source",
-    "f",
-    "g x d'",
-    "bits/token",
-    "coded b/t",
-    "bpp",
-    "generative",
-    "id",
-    "path",
-)
 
 
 @click.command("info")
@@ -45,22 +25,19 @@ def info_cmd(files: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     checked completely (checksum, header, payload length); "vs ideal" compares its size with the Shannon
     code length of its tokens under the model's prior, when that model is installed.
     """
-    inputs, problems = expand_inputs(files, (WTK_SUFFIX,))
-    check_stdio(inputs, [], force=False)
     reporter = Reporter(quiet=quiet, as_json=as_json)
-    report_problems(problems, reporter)
     rows: list[dict[str, Any]] = []
     models = _Models()
 
-    def work(item: Input) -> None:
+    def work(item: Input, _dst: Path | None) -> None:
         record = _file_record(item, models)
         if as_json:
             click.echo(json.dumps(record))
         rows.append(record)
 
-    run_each(inputs, [i.display for i in inputs], work, reporter, "reading")
+    for_each_file(files, (WTK_SUFFIX,), work, reporter, "reading")
     if rows and not as_json and not quiet:
-        _print_table(_INFO_COLUMNS, [_info_cells(r) for r in rows])
+        print_table(_INFO_COLUMNS, [_info_cells(r) for r in rows])
     reporter.finish()
 
 
@@ -123,88 +100,3 @@ def _info_cells(r: dict[str, Any]) -> list[str]:
         f"{r['bits_per_token']:.2f}",
         ideal,
     ]
-
-
-@click.command("models")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per model instead of the table.")
-@click.option("--paths", is_flag=True, help="Only print the folders searched for models, in order.")
-def models_cmd(as_json: bool, paths: bool) -> None:
-    """List the models wetok can use, with their rate.
-
-    Searched in order: each folder of $WETOK_MODELS (separated by ':'), the user folder
-    (~/.local/share/wetok/models), then the models bundled with wetok; the first model of a name wins.
-    "bits/token" is g x d' (raw); "coded b/t" is what the model's prior expects after range coding.
-    """
-    from wetok.zoo import list_models, model_dirs
-
-    if paths:
-        for folder in model_dirs():
-            click.echo(folder)
-        return
-    records = [_model_record(m) for m in list_models()]
-    if as_json:
-        for r in records:
-            click.echo(json.dumps(r))
-    elif records:
-        _print_table(_MODEL_COLUMNS, [_model_cells(r) for r in records])
-    else:
-        dirs = ", ".join(str(d) for d in model_dirs())
-        click.echo(f"no models installed (searched {dirs}); see `wetok import` and `wetok train`", err=True)
-
-
-def _model_record(m: Any) -> dict[str, Any]:
-    from wetok.prior import PRIOR_NAME, Prior, PriorError
-
-    c = m.config
-    try:
-        has_prior = (m.path / PRIOR_NAME).is_file()
-        coded = Prior.load(m.path).bits_per_token() if has_prior else float(c.bits_per_token)
-    except PriorError:
-        coded = None
-    try:
-        model_id = m.model_id_hex
-    except (OSError, ValueError):
-        model_id = None
-    source = "bundled" if m.bundled else "user" if _in_user_dir(m.path) else "WETOK_MODELS"
-    return {
-        "name": m.name,
-        "source": source,
-        "path": str(m.path),
-        "f": c.downsample,
-        "g": c.groups,
-        "d_prime": c.group_bits,
-        "bits_per_token": c.bits_per_token,
-        "coded_bits_per_token": coded,
-        "bpp": c.bpp,
-        "generative": c.generative,
-        "model_id": model_id,
-    }
-
-
-def _in_user_dir(path: Path) -> bool:
-    from wetok.zoo import user_dir
-
-    return path.parent.resolve() == user_dir().resolve()
-
-
-def _model_cells(r: dict[str, Any]) -> list[str]:
-    coded = "?" if r["coded_bits_per_token"] is None else f"{r['coded_bits_per_token']:.2f}"
-    return [
-        r["name"],
-        r["source"],
-        str(r["f"]),
-        f"{r['g']} x {r['d_prime']}",
-        str(r["bits_per_token"]),
-        coded,
-        f"{r['bpp']:.4f}",
-        "yes" if r["generative"] else "no",
-        r["model_id"] or "(unreadable)",
-        r["path"],
-    ]
-
-
-def _print_table(header: tuple[str, ...], rows: list[list[str]]) -> None:
-    """A plain left-aligned table on stdout (greppable; no colours, no box drawing)."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    for row in (list(header), *rows):
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

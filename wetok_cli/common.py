@@ -340,3 +340,10 @@ def resolve_device(device: str) -> Any:
 
 def human_bytes(n: int) -> str:
     return f"{n} B" if n < 10_000 else f"{n / 1024:.1f} KiB" if n < 10_000_000 else f"{n / 2**20:.1f} MiB"
+
+
+def print_table(header: tuple[str, ...], rows: list[list[str]]) -> None:
+    """A plain left-aligned table on stdout (greppable; no colours, no box drawing)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    for row in (list(header), *rows):
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

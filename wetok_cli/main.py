@@ -19,13 +19,13 @@ from wetok_cli.common import Settings, WetokGroup
 # (tests/test_packaging.py checks it).
 COMMANDS = {
     "compress": "wetok_cli.cmd_compress:compress_cmd",
-    "decompress": "wetok_cli.cmd_compress:decompress_cmd",
+    "decompress": "wetok_cli.cmd_decompress:decompress_cmd",
     "info": "wetok_cli.cmd_info:info_cmd",
-    "models": "wetok_cli.cmd_info:models_cmd",
+    "models": "wetok_cli.cmd_models:models_cmd",
     "train": "wetok_cli.cmd_train:train_cmd",
     "eval": "wetok_cli.cmd_eval:eval_cmd",
     "import": "wetok_cli.cmd_import:import_cmd",
-    "fit-prior": "wetok_cli.cmd_import:fit_prior_cmd",
+    "fit-prior": "wetok_cli.cmd_fit_prior:fit_prior_cmd",
 }
 
 

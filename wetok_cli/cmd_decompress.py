@@ -1,0 +1,242 @@
+"""``wetok decompress``: ``.wtk`` files → images, with the model each file names."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wetok.fileio import IMAGE_SUFFIXES
+from wetok_cli.common import (
+    WTK_SUFFIX,
+    Input,
+    InputError,
+    Reporter,
+    device_option,
+    read_input,
+    reporting_options,
+    resolve_device,
+    write_output,
+)
+from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_codec, out_option, show
+
+FORMATS = {
+    "png": ("PNG", {}),
+    "jpg": ("JPEG", {"quality": 95, "subsampling": 0}),
+    "webp": ("WEBP", {"quality": 95}),
+}
+_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
+
+
+@click.command("decompress")
+@click.argument("files", nargs=-1, required=True)
+@out_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    help="Image format: png (lossless), jpg or webp (quality 95).  [default: from -o, else png]",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Noise seed of a generative decoder (same seed, same pixels).",
+)
+@click.option(
+    "--noise-scale",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Noise strength of a generative decoder; 0 gives its mean-like output.",
+)
+@click.option(
+    "-m",
+    "--model",
+    help=MODEL_HELP + " Found from each file's model id when not given; a folder "
+    "of model directories is searched too.",
+)
+@click.option(
+    "-r",
+    "--reference",
+    type=click.Path(exists=True, path_type=Path),
+    help="Original image (or folder of originals, matched by name) to report PSNR against.",
+)
+@device_option
+@force_option
+@reporting_options
+def decompress_cmd(
+    files: tuple[str, ...],
+    out: str | None,
+    fmt: str | None,
+    seed: int,
+    noise_scale: float,
+    model: str | None,
+    reference: Path | None,
+    device: str,
+    force: bool,
+    quiet: bool,
+    verbose: bool,
+    as_json: bool,
+) -> None:
+    """Decompress .wtk files to images.
+
+    FILES are .wtk files, folders (searched recursively), quoted globs, or - for stdin. Each output goes
+    beside its input as a PNG (photo.wtk -> photo.png); stdin goes to stdout. The model is the installed
+    one whose id the file carries, unless --model says otherwise.
+    """
+    fmt = fmt or _format_from(out)
+    reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
+    models: list[_ModelCache] = []
+
+    def prepare() -> None:
+        models.append(_ModelCache(model, resolve_device(device), reporter))
+
+    def work(item: Input, dst: Path | None) -> None:
+        _decompress_one(
+            models[0],
+            item,
+            dst,
+            fmt=fmt,
+            seed=seed,
+            noise_scale=noise_scale,
+            reference=reference,
+            reporter=reporter,
+        )
+
+    for_each_file(
+        files,
+        (WTK_SUFFIX,),
+        work,
+        reporter,
+        "decompressing",
+        out=out,
+        out_suffix="." + fmt,
+        force=force,
+        prepare=prepare,
+    )
+    reporter.finish()
+
+
+def _decompress_one(
+    models: _ModelCache,
+    item: Input,
+    dst: Path,
+    *,
+    fmt: str,
+    seed: int,
+    noise_scale: float,
+    reference: Path | None,
+    reporter: Reporter,
+) -> None:
+    from wetok.codec import read_info
+    from wetok.errors import ModelMismatchError
+    from wetok.zoo import name_mismatch
+
+    data = read_input(item)
+    info = read_info(data)
+    codec = models.get(info.model_id)
+    start = time.perf_counter()
+    try:
+        image = codec.decompress(data, seed=seed, noise_scale=noise_scale)
+    except ModelMismatchError as e:  # --model named another model than the file's: say which it needs
+        raise name_mismatch(e) from None
+    reporter.info(f"{item.display}: decoded in {time.perf_counter() - start:.2f} s")
+    quality = _psnr(image, _reference_for(reference, item)) if reference else None
+    buffer = io.BytesIO()
+    pil_format, options = FORMATS[fmt]
+    image.save(buffer, format=pil_format, **options)
+    write_output(dst, buffer.getvalue())
+    line = (
+        f"{item.display} -> {show(dst)}: {info.width}x{info.height}, {info.bytes} bytes, {info.bpp:.4f} bpp"
+    )
+    record = {
+        "input": item.display,
+        "output": show(dst),
+        "width": info.width,
+        "height": info.height,
+        "bytes": info.bytes,
+        "bpp": info.bpp,
+        "bits_per_token": info.bits_per_token,
+        "model": codec.name,
+        "model_id": codec.model_id_hex,
+        "seed": seed,
+        "noise_scale": noise_scale,
+    }
+    if quality is not None:
+        line += f", PSNR {quality:.2f} dB"
+        record["psnr"] = quality
+    reporter.done(line, record)
+
+
+class _ModelCache:
+    """Codecs by file model id, loaded once each: ``--model`` if given, else found in the registry."""
+
+    def __init__(self, model: str | None, device: str, reporter: Reporter) -> None:
+        self.model, self.device, self.reporter = model, device, reporter
+        self.fixed: Any = None
+        self.extra: list[Path] = []
+        self.codecs: dict[bytes, Any] = {}
+        if model is not None:
+            from wetok.modeldir import is_model_dir
+
+            path = Path(model).expanduser()
+            if path.is_dir() and not is_model_dir(path):
+                self.extra = [path]  # a folder of model directories: searched by model_id
+            else:
+                self.fixed = load_codec(model, device, reporter)
+
+    def get(self, model_id: bytes) -> Any:
+        if self.fixed is not None:
+            return self.fixed  # its decompress() refuses files of another model, naming both
+        if model_id not in self.codecs:
+            from wetok.zoo import ModelNotFoundError, find_codec_by_model_id
+
+            start = time.perf_counter()
+            try:
+                codec = find_codec_by_model_id(model_id, extra=self.extra, device=self.device)
+            except ModelNotFoundError as e:
+                raise InputError(f"{e}; pass --model NAME|DIR") from None
+            self.reporter.info(
+                f"loaded model {codec.name} ({codec.model_id_hex}) on {self.device} "
+                f"in {time.perf_counter() - start:.1f} s"
+            )
+            self.codecs[model_id] = codec
+        return self.codecs[model_id]
+
+
+def _reference_for(reference: Path, item: Input) -> Path:
+    if not reference.is_dir():
+        return reference
+    stem = item.rel.with_suffix("")
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (reference / stem.with_suffix(suffix), reference / (stem.name + suffix)):
+            if candidate.is_file():
+                return candidate
+    raise InputError(f"no reference image named {stem.name}.* in {reference}")
+
+
+def _psnr(image: Any, reference: Path) -> float:
+    import numpy as np
+
+    from wetok.image import open_image
+    from wetok.metrics import psnr
+
+    ref, out = open_image(reference), np.asarray(image.convert("RGB"))
+    if ref.shape != out.shape:
+        raise InputError(
+            f"reference {reference} is {ref.shape[1]}x{ref.shape[0]}, the image {out.shape[1]}x{out.shape[0]}"
+        )
+    return psnr(out, ref)
+
+
+def _format_from(out: str | None) -> str:
+    """The image format an output file's suffix asks for; png for folders, stdout and unknown suffixes."""
+    if out is None or out.endswith(("/", os.sep)) or Path(out).is_dir():
+        return "png"
+    return _SUFFIX_FORMATS.get(Path(out).suffix.lower(), "png")
