@@ -424,6 +424,12 @@ def test_cli_fit_prior(tmp_path: Path) -> None:
     _fixture_images(tmp_path / "img")
     result = CliRunner().invoke(cli, ["fit-prior", str(model_dir), str(tmp_path / "img"), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"model_dir": str(model_dir), "images": 2, "tokens": 120}
+    model_id = Codec.from_pretrained(model_dir).model_id_hex
+    assert json.loads(result.stdout) == {
+        "model_dir": str(model_dir),
+        "images": 2,
+        "tokens": 120,
+        "model_id": model_id,
+    }
     result = CliRunner().invoke(cli, ["fit-prior", str(tmp_path / "img"), str(tmp_path / "img" / "a.png")])
     assert result.exit_code == 1 and "not a wetok model directory" in result.stderr
