@@ -3,9 +3,9 @@
 # Usage: bash examples/train_default.sh [DATA_DIR]   (about 2 hours on 2 CPU cores)
 set -euo pipefail
 data=${1:-../shared/data/train}
-# Stage 1 as the shipped run did it: perceptual weight 0.1 for 1112 steps, then the config's 0.03.
-wetok train examples/train_default.toml --data "$data" -s steps=1112 -s perceptual_weight=0.1
-wetok train examples/train_default.toml --data "$data" --resume
+# Each stage is one run of its config file: schedules (lr drops, [[phases]]) live in the config, so the
+# resolved config of a run (runs/*/config.resolved.json) is enough to replay it.
+wetok train examples/train_default.toml --data "$data"
 wetok train examples/train_default_stage2.toml --data "$data"
 rm -rf wetok/models/default
 mkdir -p wetok/models

@@ -239,7 +239,11 @@ def test_stage1_continues_from_a_model_with_fresh_optimizer_and_warmup(tmp_path:
     assert all(p.dtype == torch.float32 for p in start.parameters())
     cfg = _cfg(data, tmp_path / "b", adversarial_weight=0.0, steps=3, warmup_steps=4, init_from=str(first))
     cfg.model = TrainConfig().model  # the config file's model is ignored: the weights define the model
+    before = cfg.to_dict()
     train(cfg, quiet=True)
+    assert cfg.to_dict() == before  # the caller's config is not changed; the run saved its own copy
+    resolved = json.loads((tmp_path / "b" / "config.resolved.json").read_text())
+    assert resolved["model"] == start.config.to_dict()
     rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     # Logged values are means over the log window (log_every=2): the lr of steps 1 and 2 of a 4-step ramp.
     assert rows[0]["lr"] == pytest.approx(1e-3 * (1 / 4 + 2 / 4) / 2)
@@ -250,3 +254,67 @@ def test_stage1_continues_from_a_model_with_fresh_optimizer_and_warmup(tmp_path:
     assert any(not torch.equal(a, b) for a, b in zip(moved.parameters(), start.parameters(), strict=True))
     with pytest.raises(FileNotFoundError, match="no such model directory"):
         train(_cfg(data, tmp_path / "c", init_from="no-such-model"), quiet=True)
+
+
+# A run's resolved config from before the fields of later versions existed (the default recipe's stage-1
+# run of 2026-12-01, trimmed): it must load, and the new fields must default to the old fixed behaviour.
+OLD_RESOLVED = {
+    "model": {"ch": 32, "ch_mult": [3, 4, 6], "num_res_blocks": 2, "groups": 6, "group_bits": 8,
+              "generative": False, "in_channels": 3, "patch_size": 4, "norm_groups": 32,
+              "entropy_temperature": 0.01, "codebook_entropy": "pooled", "name": "default", "extra": {}},
+    "stage": 1, "init_from": "", "data": "/data", "out": "/runs/x", "crop": 128, "batch_size": 8,
+    "num_workers": 0, "steps": 20000, "lr": 0.0002, "lr_drops": [17000], "betas": [0.5, 0.9],
+    "ema_decay": 0.999, "l1_weight": 1.0, "perceptual": "none", "perceptual_weight": 0.0,
+    "entropy_weight": 0.1, "commitment_weight": 0.25, "adversarial_weight": 0.0, "disc_start": 0,
+    "disc_channels": 64, "lecam_weight": 0.05, "seed": 0, "device": "auto", "bf16": True, "threads": 2,
+    "log_every": 50, "sample_every": 2000, "checkpoint_every": 500, "export_dtype": "float16",
+    "prior_images": 64,
+}  # fmt: skip
+
+
+def test_old_resolved_configs_load_with_the_old_behaviour() -> None:
+    cfg = TrainConfig.from_dict(OLD_RESOLVED)
+    assert cfg.model.patch_size == 4 and cfg.lr_drops == (17000,) and cfg.phases == ()
+    # Hyperparameters that were hard-wired before they became fields keep their values.
+    assert (cfg.ema_warmup, cfg.lecam_decay, cfg.zoom_prob, cfg.zoom_min, cfg.prior_crop) == (
+        10,
+        0.999,
+        0.5,
+        0.5,
+        256,
+    )
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # and the resolved config round-trips
+
+
+def test_phases_schedule_values_in_the_config(tmp_path: Path, data: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'model = "tiny"\nlr = 0.001\nperceptual_weight = 0.03\n'
+        "[[phases]]\nuntil = 2\nlr = 0.01\nperceptual_weight = 0.1\n"
+        "[[phases]]\nuntil = 1\nlr = 0.1\n"
+    )
+    cfg = load_config(path)
+    assert [p["until"] for p in cfg.phases] == [1, 2]  # sorted
+    assert (cfg.at(0).lr, cfg.at(1).lr, cfg.at(2).lr) == (0.1, 0.01, 0.001)
+    assert (cfg.at(0).perceptual_weight, cfg.at(1).perceptual_weight, cfg.at(5).perceptual_weight) == (
+        0.03,
+        0.1,
+        0.03,
+    )
+    assert cfg.max_over_phases("perceptual_weight") == 0.1
+    with pytest.raises(ValueError, match="cannot change steps"):
+        TrainConfig.from_dict({"phases": [{"until": 3, "steps": 5}]})
+    with pytest.raises(ValueError, match="needs until"):
+        TrainConfig.from_dict({"phases": [{"lr": 1.0}]})
+
+    from wetok.device import resolve_device
+    from wetok_train.loop import build_state, train_step
+    from wetok_train.losses import GeneratorLoss
+
+    run = _cfg(data, tmp_path / "run", adversarial_weight=0.0, phases=[{"until": 2, "lr": 0.5}])
+    state = build_state(run, resolve_device("cpu"), 1)
+    loss_fn = GeneratorLoss(run, None)
+    batch = torch.stack([CropDataset(run.data, run.crop)[i] for i in range(run.batch_size)])
+    results = [train_step(state, loss_fn, run, batch) for _ in range(3)]
+    assert [float(r.terms["lr"]) for r in results] == pytest.approx([0.5, 0.5, 1e-3])
+    assert all("_indices" not in r.terms and r.indices.shape[-1] == 2 for r in results)

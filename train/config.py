@@ -1,4 +1,15 @@
-"""Training configuration: one TOML file plus ``key=value`` overrides; the resolved config is saved."""
+"""Training configuration: one TOML file plus ``key=value`` overrides; the resolved config is saved.
+
+A run is reproducible from its ``config.resolved.json`` alone: every hyperparameter the loop, the data and
+the export use is a field here. Fields added later get defaults equal to the earlier hard-wired values, so
+the configs of older runs and checkpoints load and mean what they meant.
+
+``phases`` change some values for the first steps of a run (a schedule), e.g. in TOML::
+
+    [[phases]]
+    until = 1112              # steps 0 … 1111
+    perceptual_weight = 0.1   # then the top-level value
+"""
 
 from __future__ import annotations
 
@@ -11,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from wetok.config import TokenizerConfig
+from wetok.errors import ConfigError
+from wetok.fileio import write_atomic
 
 
 @dataclass
@@ -33,7 +46,8 @@ class TrainConfig:
     warmup_steps: int = 0  # linear lr warm-up: a fresh optimizer on trained weights needs a few hundred
     betas: tuple[float, float] = (0.5, 0.9)
     ema_decay: float = 0.999
-    # Loss weights (WETOK_REFERENCE.md §4).
+    ema_warmup: int = 10  # EMA decay is min(ema_decay, (1 + step) / (ema_warmup + step)); 0: no warm-up
+    # Loss weights (the WeTok paper's, Zhuang et al. 2026).
     l1_weight: float = 1.0
     perceptual: str = "effnet-lite0"  # "effnet-lite0", "lpips-vgg" or "none"
     perceptual_weight: float = 1.0
@@ -43,6 +57,13 @@ class TrainConfig:
     disc_start: int = 0
     disc_channels: int = 64
     lecam_weight: float = 0.05
+    lecam_decay: float = 0.999  # EMA of the discriminator's mean logits that LeCam pulls towards
+    # Schedule: values that differ before step ``until`` (see the module docstring).
+    phases: tuple[dict[str, Any], ...] = ()
+    # Data augmentation: with probability zoom_prob a crop covers up to 1/zoom_min times more of the image
+    # (downscaled to ``crop``), so the model sees more content per crop; then a horizontal flip, p = 0.5.
+    zoom_prob: float = 0.5
+    zoom_min: float = 0.5
     # Engineering.
     seed: int = 0
     device: str = "auto"  # "cpu", "cuda" or "auto"
@@ -53,6 +74,24 @@ class TrainConfig:
     checkpoint_every: int = 200
     export_dtype: str = "float16"
     prior_images: int = 64  # training images encoded to fit the exported entropy tables
+    prior_crop: int = 256  # their crop side (at least ``crop``; ``crop`` if the images are smaller)
+
+    def __post_init__(self) -> None:
+        self.lr_drops, self.betas = tuple(self.lr_drops), tuple(self.betas)  # type: ignore[assignment]
+        self.phases = tuple(sorted((_check_phase(p) for p in self.phases), key=lambda p: p["until"]))
+
+    def at(self, step: int) -> TrainConfig:
+        """The config in effect at ``step``: the first phase whose ``until`` lies beyond it, else self."""
+        for phase in self.phases:
+            if step < phase["until"]:
+                return dataclasses.replace(
+                    self, **{k: v for k, v in phase.items() if k != "until"}, phases=()
+                )
+        return self
+
+    def max_over_phases(self, name: str) -> float:
+        """The largest value ``name`` takes in any phase (whether a loss is ever used)."""
+        return max([getattr(self, name), *(p[name] for p in self.phases if name in p)])
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -65,19 +104,46 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+            raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
         model = d.pop("model", None)
         if isinstance(model, str):
             model = TokenizerConfig.preset(model)
         elif isinstance(model, dict):
+            model = dict(model)
             base = TokenizerConfig.preset(model.pop("preset")) if "preset" in model else TokenizerConfig()
-            model = base.replace(**model)
-        cfg = cls(**d) if model is None else cls(model=model, **d)
-        cfg.lr_drops, cfg.betas = tuple(cfg.lr_drops), tuple(cfg.betas)  # type: ignore[assignment]
-        return cfg
+            model = base.replace(**TokenizerConfig.known_keys(model))
+        try:
+            return cls(**d) if model is None else cls(model=model, **d)
+        except TypeError as e:
+            raise ConfigError(f"bad training config: {e}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+# Values a phase may change: the schedule of the optimisation, not what is trained or on what.
+PHASE_KEYS = frozenset(
+    {
+        "lr",
+        "l1_weight",
+        "perceptual_weight",
+        "entropy_weight",
+        "commitment_weight",
+        "adversarial_weight",
+        "lecam_weight",
+    }
+)
+
+
+def _check_phase(phase: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(phase, dict) or not isinstance(phase.get("until"), int) or phase["until"] < 1:
+        raise ConfigError(f"phase {phase!r}: needs until = <first step after the phase, >= 1>")
+    unknown = sorted(set(phase) - PHASE_KEYS - {"until"})
+    if unknown:
+        raise ConfigError(
+            f"phase {phase!r}: cannot change {', '.join(unknown)} (only {', '.join(sorted(PHASE_KEYS))})"
+        )
+    return dict(phase)
 
 
 def _parse_value(text: str) -> Any:

@@ -43,13 +43,17 @@ def _load_rgb(path: Path, min_side: int) -> np.ndarray | None:
 
 
 class CropDataset(Dataset):
-    """Random ``crop``×``crop`` patches in ``[-1, 1]`` (``[3, crop, crop]``), with flips and random downscale.
+    """Random ``crop``×``crop`` patches in ``[-1, 1]`` (``[3, crop, crop]``), with flips and random zoom-out.
 
-    Images are decoded once and kept in memory as uint8 (small datasets; CPU decoding is the bottleneck).
+    With probability ``zoom_prob`` a patch covers a larger square (side up to ``crop / zoom_min``) scaled
+    down to ``crop``. Images are decoded once and kept in memory as uint8 (small datasets; CPU decoding is
+    the bottleneck).
     """
 
-    def __init__(self, root: str | Path, crop: int, seed: int = 0, rescale: bool = True) -> None:
-        self.crop, self.seed, self.rescale = crop, seed, rescale
+    def __init__(
+        self, root: str | Path, crop: int, seed: int = 0, zoom_prob: float = 0.5, zoom_min: float = 0.5
+    ) -> None:
+        self.crop, self.seed, self.zoom_prob, self.zoom_min = crop, seed, zoom_prob, zoom_min
         arrays = [_load_rgb(p, crop) for p in find_images(root)]
         self.images = [a for a in arrays if a is not None]
         if not self.images:
@@ -63,8 +67,8 @@ class CropDataset(Dataset):
         img = self.images[int(rng.integers(len(self.images)))]
         h, w = img.shape[:2]
         scale = 1.0
-        if self.rescale and rng.random() < 0.5:  # zoom out: see more content per crop
-            scale = rng.uniform(max(self.crop / min(h, w), 0.5), 1.0)
+        if self.zoom_prob > 0 and rng.random() < self.zoom_prob:  # zoom out: more content per crop
+            scale = rng.uniform(max(self.crop / min(h, w), self.zoom_min), 1.0)
         size = int(round(self.crop / scale))
         y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
         patch = img[y : y + size, x : x + size]

@@ -30,9 +30,9 @@ def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
     try:  # larger crops than training when the data allows: closer to the images people compress
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = CropDataset(cfg.data, max(cfg.crop, 256), seed=cfg.seed + 1, rescale=False)
+            data = CropDataset(cfg.data, max(cfg.crop, cfg.prior_crop), seed=cfg.seed + 1, zoom_prob=0)
     except ValueError:
-        data = CropDataset(cfg.data, cfg.crop, seed=cfg.seed + 1, rescale=False)
+        data = CropDataset(cfg.data, cfg.crop, seed=cfg.seed + 1, zoom_prob=0)
     batches = (model.encode(data[i].unsqueeze(0)) for i in range(cfg.prior_images))
     prior = fit_prior(batches, model.config.groups, model.config.group_bits)
     prior.save(directory)

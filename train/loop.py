@@ -8,11 +8,13 @@ quantizer, re-initialises the discriminator and fine-tunes the decoder (L1, perc
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -45,6 +47,14 @@ class State:
     @property
     def tokenizer(self) -> Tokenizer:
         return self.model.module if isinstance(self.model, DDP) else self.model  # type: ignore[return-value]
+
+
+class StepResult(NamedTuple):
+    """What one training step reports: detached loss terms (``rec/l1``, ``lr`` …) and the step's token
+    indices ``[B, h, w, g]`` (for codebook usage)."""
+
+    terms: dict[str, Tensor]
+    indices: Tensor
 
 
 class TrainingStopped(RuntimeError):
@@ -134,7 +144,9 @@ def build_state(cfg: TrainConfig, device: torch.device, world: int) -> State:
         ids = [device.index] if device.type == "cuda" else None
         wrapped = DDP(model, device_ids=ids)
         disc = DDP(disc, device_ids=ids) if disc is not None else None
-    return State(wrapped, ema, opt_g, disc, opt_d, AdversarialLoss(cfg.lecam_weight).to(device))
+    return State(
+        wrapped, ema, opt_g, disc, opt_d, AdversarialLoss(cfg.lecam_weight, cfg.lecam_decay).to(device)
+    )
 
 
 def state_dict(state: State, cfg: TrainConfig) -> dict:
@@ -171,14 +183,17 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    decay = min(decay, (1 + step) / (10 + step))  # warm-up: early weights are not worth remembering
+def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int, warmup: int = 10) -> None:
+    if warmup > 0:  # early weights are not worth remembering
+        decay = min(decay, (1 + step) / (warmup + step))
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p.detach(), 1 - decay)
 
 
-def train_step(state: State, loss_fn: GeneratorLoss, cfg: TrainConfig, real: Tensor) -> dict[str, Tensor]:
-    """One discriminator step, then one generator step. Returns the detached loss terms."""
+def train_step(state: State, loss_fn: GeneratorLoss, cfg: TrainConfig, real: Tensor) -> StepResult:
+    """One discriminator step, then one generator step, with the config of this step's phase."""
+    cfg = cfg.at(state.step)
+    state.adv.lecam_weight = cfg.lecam_weight
     device = real.device
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
     use_gan = state.disc is not None and state.step >= cfg.disc_start
@@ -200,19 +215,19 @@ def train_step(state: State, loss_fn: GeneratorLoss, cfg: TrainConfig, real: Ten
     with autocast:
         fake_logits = state.disc(out.recon) if use_gan else None
     q_losses = out.losses if cfg.stage == 1 else {}
-    total, g_terms = loss_fn(out.recon, real, q_losses, fake_logits)
+    total, g_terms = loss_fn(out.recon, real, q_losses, fake_logits, cfg)
     state.opt_g.zero_grad(set_to_none=True)
     total.backward()
     state.opt_g.step()
-    update_ema(state.ema, state.tokenizer, cfg.ema_decay, state.step)
+    update_ema(state.ema, state.tokenizer, cfg.ema_decay, state.step, cfg.ema_warmup)
     state.step += 1
     terms.update(g_terms)
     terms["lr"] = torch.tensor(lr)
-    return {k: v.detach() for k, v in terms.items()} | {"_indices": out.indices.detach()}
+    return StepResult({k: v.detach() for k, v in terms.items()}, out.indices.detach())
 
 
 def make_loader(cfg: TrainConfig, start_step: int, rank: int, world: int) -> DataLoader:
-    dataset = CropDataset(cfg.data, cfg.crop, seed=cfg.seed)
+    dataset = CropDataset(cfg.data, cfg.crop, seed=cfg.seed, zoom_prob=cfg.zoom_prob, zoom_min=cfg.zoom_min)
     sampler = StepSampler(cfg.batch_size, start_step, rank, world)
     return DataLoader(
         dataset,
@@ -225,7 +240,7 @@ def make_loader(cfg: TrainConfig, start_step: int, rank: int, world: int) -> Dat
 
 
 def load_perceptual_loss(cfg: TrainConfig, device: torch.device) -> nn.Module | None:
-    if cfg.perceptual == "none" or cfg.perceptual_weight == 0:
+    if cfg.perceptual == "none" or cfg.max_over_phases("perceptual_weight") == 0:
         return None
     from wetok.perceptual import load_perceptual
 
@@ -233,7 +248,10 @@ def load_perceptual_loss(cfg: TrainConfig, device: torch.device) -> nn.Module | 
 
 
 def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
-    """Run (or resume) a training run in ``cfg.out``; returns the exported model directory."""
+    """Run (or resume) a training run in ``cfg.out``; returns the exported model directory.
+
+    ``cfg`` is not changed: the run works on a copy whose ``model`` is the config of the model it
+    actually trains (``init_from``'s, widened for noise in stage 2), and saves that copy."""
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     if cfg.threads:
@@ -241,7 +259,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
     state = build_state(cfg, device, world)
-    cfg.model = state.tokenizer.config  # with init_from: the config of that model (widened in stage 2)
+    cfg = dataclasses.replace(cfg, model=state.tokenizer.config)
     if resume and not ckpt_path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
     ckpt = load_checkpoint(ckpt_path) if resume else None
@@ -261,7 +279,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
                 real = next(batches).to(device, non_blocking=True)
                 if device.type == "cuda":
                     real = real.contiguous(memory_format=torch.channels_last)
-                monitor.record(state.step + 1, train_step(state, loss_fn, cfg, real), len(real) * world)
+                result = train_step(state, loss_fn, cfg, real)
+                monitor.record(state.step, result.terms, result.indices, len(real) * world)
                 if rank == 0 and state.step % cfg.sample_every == 0:
                     monitor.save_samples(state.step, state.ema, real)
                 if rank == 0 and state.step % cfg.checkpoint_every == 0:

@@ -74,9 +74,15 @@ class GeneratorLoss(nn.Module):
         self.perceptual = perceptual
 
     def forward(
-        self, recon: Tensor, target: Tensor, quantizer_losses: dict[str, Tensor], fake_logits: Tensor | None
+        self,
+        recon: Tensor,
+        target: Tensor,
+        quantizer_losses: dict[str, Tensor],
+        fake_logits: Tensor | None,
+        cfg: TrainConfig | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        cfg = self.cfg
+        """Total loss and its terms; ``cfg`` is the config in effect at this step (its phase)."""
+        cfg = cfg or self.cfg
         terms: dict[str, Tensor] = {"rec/l1": (recon.float() - target.float()).abs().mean()}
         total = cfg.l1_weight * terms["rec/l1"]
         if self.perceptual is not None and cfg.perceptual_weight > 0:

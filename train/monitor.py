@@ -54,10 +54,11 @@ class Monitor:
         if self.bar:
             self.progress.stop()
 
-    def record(self, step: int, terms: dict[str, Tensor], images: int) -> None:
+    def record(self, step: int, terms: dict[str, Tensor], indices: Tensor, images: int) -> None:
+        """Add one step's loss terms and token indices ``[B, h, w, g]``; log every ``log_every`` steps."""
         if not self.enabled:
             return
-        indices = terms.pop("_indices").reshape(-1, self.usage.shape[0]).cpu()
+        indices = indices.reshape(-1, self.usage.shape[0]).cpu()
         for j in range(self.usage.shape[0]):
             self.usage[j, indices[:, j]] = True
         for k, v in terms.items():

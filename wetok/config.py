@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wetok.errors import ConfigError
 from wetok.fileio import write_atomic
 
 CODEBOOK_ENTROPY_VARIANTS = ("pooled", "per_group")
@@ -42,7 +43,6 @@ class TokenizerConfig:
     entropy_temperature: float = 0.01
     codebook_entropy: str = "pooled"
     name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
@@ -90,12 +90,20 @@ class TokenizerConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+    def known_keys(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """``d`` without the legacy ``extra`` table (always empty, never read; files written before it
+        was removed carry it); :class:`~wetok.errors.ConfigError` for any other unknown key."""
+        d = dict(d)
+        if d.pop("extra", {}) != {}:
+            raise ConfigError("config key 'extra' is no longer supported")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**d)
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
+        return cls(**cls.known_keys(d))
 
     def save(self, path: str | Path) -> None:
         write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -125,7 +133,7 @@ def _release(name: str, ch_mult: tuple[int, ...], groups: int, generative: bool 
 
 
 PRESETS: dict[str, TokenizerConfig] = {
-    # The six released WeTok configurations (WETOK_REFERENCE.md §5).
+    # The six released WeTok configurations (the official release's YAML files; docs/import.md).
     "wetok-imagenet-f16": _release("wetok-imagenet-f16", (1, 1, 2, 2, 4), 4),
     "wetok-imagenet-f8": _release("wetok-imagenet-f8", (1, 2, 2, 4), 4),
     "wetok-gd-ratio24": _release("wetok-gd-ratio24", (1, 2, 2, 4), 8),

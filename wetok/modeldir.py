@@ -53,7 +53,9 @@ def weights_sha256(config: TokenizerConfig, state: dict[str, Tensor]) -> str:
     """Hex SHA-256 of the config and every tensor (name, dtype, shape, bytes), in sorted name order."""
     import torch
 
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    # The config is hashed as first released, with its (since removed, always empty) "extra" table: the
+    # ids of existing models and .wtk files must not change.
+    h = hashlib.sha256(json.dumps({**config.to_dict(), "extra": {}}, sort_keys=True).encode())
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
