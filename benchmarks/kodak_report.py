@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from wetok.eval.evaluate import EvalOptions, EvalReport, find_images, load_images, run_eval, write_json
+from wetok.eval.evaluate import EvalOptions, EvalReport, load_images, run_eval, write_json
 from wetok.eval.report import crops_figure, markdown_table, plot_rd
+from wetok.fileio import find_images
 from wetok.zoo import load_codec
 
 

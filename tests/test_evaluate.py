@@ -17,8 +17,9 @@ from PIL import Image
 from wetok import Tokenizer, TokenizerConfig, metrics
 from wetok.eval import classic
 from wetok.eval import stats as evalstats
-from wetok.eval.evaluate import EvalOptions, Scorer, find_images, load_images, run_eval, write_json
+from wetok.eval.evaluate import EvalOptions, Scorer, load_images, run_eval, write_json
 from wetok.eval.report import crops_figure, markdown_table, plot_rd
+from wetok.fileio import find_images
 from wetok.image import array_to_tensor
 from wetok.prior import Prior
 from wetok.zoo import load_codec

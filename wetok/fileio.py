@@ -30,6 +30,11 @@ def find_images(paths: Iterable[str | Path], suffixes: Iterable[str] = IMAGE_SUF
     return found
 
 
+def cache_dir() -> Path:
+    """wetok's folder in the user cache: ``$XDG_CACHE_HOME/wetok`` (default ``~/.cache/wetok``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wetok"
+
+
 def umask() -> int:
     """The process umask (reading it means setting it; it is set straight back)."""
     mask = os.umask(0o022)

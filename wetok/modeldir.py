@@ -25,12 +25,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wetok.config import TokenizerConfig
-from wetok.fileio import write_atomic
+from wetok.fileio import cache_dir, write_atomic
 from wetok.format import MODEL_ID_BYTES
 from wetok.prior import PRIOR_NAME, Prior
 
@@ -141,8 +140,7 @@ def _stamp(directory: Path) -> str:
 
 
 def cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "wetok" / "model-ids.json"
+    return cache_dir() / "model-ids.json"
 
 
 @functools.lru_cache(maxsize=64)

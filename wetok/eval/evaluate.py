@@ -25,7 +25,6 @@ from wetok import __version__
 from wetok import format as fmt
 from wetok.eval import classic
 from wetok.eval import stats as evalstats
-from wetok.fileio import find_images  # noqa: F401  (part of this module's API: benchmarks use it)
 
 METRICS = ("psnr", "ssim", "ms_ssim", "perceptual")
 Progress = Callable[[str], None]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from wetok import metrics
-from wetok.fileio import atomic_path
+from wetok.fileio import atomic_path, cache_dir
 from wetok.image import array_to_tensor
 from wetok.prior import PRIOR_TOTAL, Prior
 
@@ -122,8 +121,7 @@ def patches(rgb: np.ndarray, patch: int) -> np.ndarray:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "wetok" / "fid-features"
+    return cache_dir() / "fid-features"
 
 
 class FeatureBank:
