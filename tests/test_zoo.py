@@ -9,14 +9,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import tiny_model
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import wetok.modeldir as modeldir
 import wetok.tokenizer
 from wetok import zoo
 from wetok.codec import Codec
 from wetok.errors import ModelNotFoundError
-from wetok.modeldir import MODEL_ID_NAME, read_model_id, stored_model_id
+from wetok.modeldir import MODEL_ID_NAME, WEIGHTS_NAME, read_model_id, stored_model_id
 from wetok.prior import fit_prior
 from wetok_cli.main import cli
 
@@ -42,6 +43,9 @@ def test_save_pretrained_stores_the_model_id(tmp_path: Path) -> None:
     assert (tmp_path / "m" / MODEL_ID_NAME).is_file()
     assert stored_model_id(tmp_path / "m") == codec.model_id == Codec.from_pretrained(tmp_path / "m").model_id
     assert modeldir.hash_model_id(tmp_path / "m") == codec.model_id
+    tiny_model(seed=3).save_pretrained(tmp_path / "m")  # weights alone: the stored id no longer holds
+    assert not (tmp_path / "m" / MODEL_ID_NAME).exists()
+    assert read_model_id(tmp_path / "m") == Codec.from_pretrained(tmp_path / "m").model_id
 
 
 def test_finding_a_model_reads_no_other_weights(registry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,7 +90,10 @@ def test_model_without_stored_id_is_hashed_once(registry: Path, monkeypatch: pyt
 
 def test_files_changed_behind_the_stored_id(registry: Path, tmp_path: Path) -> None:
     codec = _saved_codec(registry / "m", seed=0)
-    tiny_model(seed=5).save_pretrained(registry / "m")  # other weights, same file sizes, id not rewritten
+    # Other weights of the same shapes written by another tool: same file sizes, model_id.json untouched.
+    weights = registry / "m" / WEIGHTS_NAME
+    metadata = safe_open(str(weights), "pt").metadata()
+    save_file({k: v + 1 for k, v in load_file(str(weights)).items()}, str(weights), metadata=metadata)
     assert stored_model_id(registry / "m") == codec.model_id  # the cheap check cannot see it ...
     with pytest.raises(ModelNotFoundError, match="does not match its files"):
         zoo.find_codec_by_model_id(codec.model_id)  # ... loading can

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from wetok.config import TokenizerConfig
 from wetok.fileio import atomic_path
 from wetok.model import Decoder, Encoder
-from wetok.modeldir import CONFIG_NAME, WEIGHTS_NAME, weights_sha256
+from wetok.modeldir import CONFIG_NAME, MODEL_ID_NAME, WEIGHTS_NAME, weights_sha256
 from wetok.quantizer import GroupedLFQ
 
 
@@ -133,6 +133,7 @@ class Tokenizer(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in self.state_dict().items()}
         metadata = {"format": "pt", "wetok_config": json.dumps(self.config.to_dict())}
+        (directory / MODEL_ID_NAME).unlink(missing_ok=True)  # new weights: a stored id no longer holds
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata=metadata)
         self.config.save(directory / CONFIG_NAME)
