@@ -153,7 +153,7 @@ class Codec:
         if t.shape[-3:] != expected or t.size != header.num_symbols:
             raise ValueError(f"tokens of shape {t.shape} do not fit a {size[1]}x{size[0]} image {expected}")
         if t.min() < 0 or t.max() >= 1 << header.group_bits:
-            raise ValueError(f"token values must lie in [0, {1 << header.group_bits})")
+            raise ValueError(f"symbols (token values) must lie in [0, {1 << header.group_bits})")
         used, payload = encode_payload(t.reshape(-1, header.groups), header.group_bits, mode, self._coder)
         return fmt.pack(Header(self.model_id, used, *size, *self._shape()), payload)
 

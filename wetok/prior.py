@@ -138,7 +138,7 @@ def count_symbols(token_batches: Iterable[Tensor | np.ndarray], groups: int, gro
     for batch in token_batches:
         t = np.asarray(batch.cpu() if isinstance(batch, Tensor) else batch).reshape(-1, groups)
         if t.size and (int(t.min()) < 0 or int(t.max()) >= n):
-            raise ValueError(f"token values must lie in [0, {n})")
+            raise ValueError(f"symbols (token values) must lie in [0, {n})")
         for j in range(groups):
             values, k = np.unique(t[:, j], return_counts=True)
             counts[j, values] += k

@@ -67,7 +67,7 @@ class Tokenizer(nn.Module):
         if tokens.ndim != 4:
             raise ValueError(f"expected tokens [B, h, w, g], got {tuple(tokens.shape)}")
         if int(tokens.min()) < 0 or int(tokens.max()) >= 2**self.config.group_bits:
-            raise ValueError(f"token values must lie in [0, {2**self.config.group_bits})")
+            raise ValueError(f"symbols (token values) must lie in [0, {2**self.config.group_bits})")
         return self.quantizer.indices_to_codes(tokens.to(self.device), self.dtype)
 
     def make_noise(self, shape: tuple[int, ...], seed: int | None = None, noise_scale: float = 1.0) -> Tensor:
