@@ -398,7 +398,7 @@ def test_import_writes_a_uniform_prior_and_fit_prior_replaces_it(tmp_path: Path)
     assert uniform.groups == 2 and uniform.group_bits == 8 and uniform.bits_per_token() == pytest.approx(16)
     imported_id = stored_model_id(model_dir)
     assert imported_id == Codec.from_pretrained(model_dir).model_id  # written by the import
-    n = fit_model_prior(model_dir, _fixture_images(tmp_path / "img"), batch_size=4)
+    n = fit_model_prior(model_dir, _fixture_images(tmp_path / "img"), batch_size=4, force=True, min_tokens=0)
     assert n == 8 * 8 + 8 * 7
     fitted = Prior.load(model_dir)
     tokens = torch.from_numpy(vec("tiny_f8", "indices.npy"))
@@ -416,17 +416,18 @@ def test_fit_prior_refusals(tmp_path: Path) -> None:
         fit_model_prior(tmp_path / "plain", [])
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(CheckpointError, match="bad.png: cannot read image"):
-        fit_model_prior(_imported(tmp_path), [tmp_path / "bad.png"])
+        fit_model_prior(_imported(tmp_path), [tmp_path / "bad.png"], force=True)
 
 
 def test_cli_fit_prior(tmp_path: Path) -> None:
     model_dir = _imported(tmp_path)
     _fixture_images(tmp_path / "img")
-    result = CliRunner().invoke(cli, ["fit-prior", str(model_dir), str(tmp_path / "img"), "--json"])
+    args = ["fit-prior", str(model_dir), str(tmp_path / "img"), "--json", "--min-tokens", "100"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "new")])
     assert result.exit_code == 0, result.output
-    model_id = Codec.from_pretrained(model_dir).model_id_hex
+    model_id = Codec.from_pretrained(tmp_path / "new").model_id_hex
     assert json.loads(result.stdout) == {
-        "model_dir": str(model_dir),
+        "model_dir": str(tmp_path / "new"),
         "images": 2,
         "tokens": 120,
         "model_id": model_id,

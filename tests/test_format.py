@@ -197,9 +197,14 @@ def test_giant_claim_refused_before_allocation() -> None:
 
 
 def test_read_stream_is_bounded() -> None:
-    assert fmt.read_stream(io.BytesIO(b"abc")) == b"abc"
-    with pytest.raises(WtkFormatError, match="larger than"):
-        fmt.read_stream(io.BytesIO(b"x" * 100), max_bytes=99)
+    data = fmt.pack(Header(bytes(6), "raw", 8, 8, 4, 2, 4), bytes(4))
+    assert fmt.read_stream(io.BytesIO(data)) == data
+    with pytest.raises(WtkFormatError, match="longer than its header allows"):
+        fmt.read_stream(io.BytesIO(data + b"x"))
+    with pytest.raises(WtkFormatError, match="longer than"):
+        fmt.read_stream(io.BytesIO(data), max_bytes=len(data) - 1)
+    with pytest.raises(WtkFormatError, match="bad magic"):
+        fmt.read_stream(io.BytesIO(b"abc"))
     with pytest.raises(WtkFormatError, match="binary"):
         fmt.read_stream(io.StringIO("text"))
 

@@ -14,10 +14,10 @@ import torch
 from wetok import Tokenizer, TokenizerConfig
 from wetok import format as fmt
 from wetok.codec import Codec
-from wetok.errors import ModelMismatchError, WtkFormatError
+from wetok.errors import ImageTooLargeError, ModelMismatchError, WtkFormatError
 from wetok.prior import Prior, fit_prior
 
-EXPECTED = (WtkFormatError, ModelMismatchError)
+EXPECTED = (WtkFormatError, ModelMismatchError, ImageTooLargeError)
 MAX_DECODE_TOKENS = 64  # decode pixels only for small claims, to keep the run short
 
 
@@ -120,8 +120,10 @@ def test_random_bytes_and_foreign_files(codec: Codec) -> None:
         assert outcome(codec, magic + rng.bytes(40)) == "refused"
 
 
-def test_static_claims_are_bounded_by_the_payload(codec: Codec) -> None:
-    """A 16384x16384 claim with a 10-byte static payload is refused before anything is sized from it."""
+def test_static_claims_are_bounded_by_the_payload(codec: Codec, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 16384x16384 claim with a 10-byte static payload is refused before anything is sized from it
+    (even with the pixel limit raised to the format's own)."""
+    monkeypatch.setenv("WETOK_MAX_PIXELS", str(fmt.MAX_PIXELS))
     uniform = Codec(codec.model, Prior.uniform(2, 4))
     header = fmt.Header(uniform.model_id, "static", 16384, 16384, 2, 2, 4)
     start = time.perf_counter()

@@ -184,10 +184,13 @@ def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # a kill in the middle of writing
 
-    monkeypatch.setattr(torch, "save", crash)
+    import wetok_train.checkpoint
+
+    monkeypatch.setattr(wetok_train.checkpoint, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"step": 2}, path)
     assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]  # no temporary file left behind
 
 
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result: str) -> None:

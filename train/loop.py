@@ -23,9 +23,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from wetok.device import resolve_device
+from wetok.errors import WetokError
 from wetok.modeldir import is_model_dir
 from wetok.tokenizer import Tokenizer
-from wetok_train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from wetok_train.checkpoint import (
+    CHECKPOINT_NAME,
+    LEGACY_CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from wetok_train.config import TrainConfig
 from wetok_train.data import CropDataset, StepSampler
 from wetok_train.losses import AdversarialLoss, GeneratorLoss, PatchDiscriminator
@@ -107,14 +116,19 @@ def initial_model(cfg: TrainConfig) -> Tokenizer:
 
 def load_init_model(source: str) -> Tokenizer:
     """The model that ``init_from`` names: a model directory, a training checkpoint (its EMA weights), or
-    the name of an installed model (``wetok models``)."""
+    the name of an installed model (``wetok models``). Loading a checkpoint never runs code."""
     src = Path(source)
     if is_model_dir(src):
         return Tokenizer.from_pretrained(src)
     if src.exists():
-        ckpt = load_checkpoint(src / CHECKPOINT_NAME if src.is_dir() else src)
-        base = Tokenizer(TrainConfig.from_dict(ckpt["config"]).model)
-        base.load_state_dict(ckpt["ema"])
+        ckpt = load_checkpoint(_checkpoint_in(src) if src.is_dir() else src)
+        try:
+            base = Tokenizer(TrainConfig.from_dict(ckpt["config"]).model)
+            base.load_state_dict(ckpt["ema"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(
+                f"init_from {src}: does not hold a usable model ({_first_line(e)})"
+            ) from None
         return base
     from wetok.zoo import list_models
 
@@ -125,6 +139,18 @@ def load_init_model(source: str) -> Tokenizer:
             f" (installed: {', '.join(sorted(installed)) or 'none'})"
         )
     return Tokenizer.from_pretrained(installed[source])
+
+
+def _checkpoint_in(run_dir: Path) -> Path:
+    """The checkpoint of a run folder; a legacy pickle one is named so that loading refuses it clearly."""
+    path = run_dir / CHECKPOINT_NAME
+    legacy = run_dir / LEGACY_CHECKPOINT_NAME
+    return legacy if not path.is_file() and legacy.is_file() else path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def build_state(cfg: TrainConfig, device: torch.device, world: int) -> State:
@@ -165,6 +191,14 @@ def state_dict(state: State, cfg: TrainConfig) -> dict:
 
 
 def load_state(state: State, ckpt: dict) -> None:
+    """Restore ``state`` from a checkpoint dict; :class:`CheckpointError` when it does not fit the run."""
+    try:
+        _load_state(state, ckpt)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"the checkpoint does not fit this run's config ({_first_line(e)})") from None
+
+
+def _load_state(state: State, ckpt: dict) -> None:
     state.tokenizer.load_state_dict(ckpt["model"])
     state.ema.load_state_dict(ckpt["ema"])
     state.opt_g.load_state_dict(ckpt["opt_g"])
@@ -247,22 +281,45 @@ def load_perceptual_loss(cfg: TrainConfig, device: torch.device) -> nn.Module | 
     return load_perceptual(cfg.perceptual).to(device)
 
 
-def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
+class RunExistsError(WetokError, ValueError):
+    """The run folder already holds a run, and neither resuming nor replacing it was asked for."""
+
+
+_RUN_FILES = (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME, "model", "metrics.jsonl")
+
+
+def check_run_folder(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to start a new run over an existing one (its checkpoint and model would be overwritten)."""
+    found = [name for name in _RUN_FILES if (out / name).exists()]
+    if resume:
+        if not (out / CHECKPOINT_NAME).is_file() and not (out / LEGACY_CHECKPOINT_NAME).is_file():
+            raise CheckpointError(f"--resume: no checkpoint in {out} ({CHECKPOINT_NAME})")
+    elif found and not force:
+        raise RunExistsError(
+            f"{out} already holds a run ({', '.join(found)}); continue it with --resume, "
+            "start over with --force, or pick a new --out"
+        )
+
+
+def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bool = False) -> Path:
     """Run (or resume) a training run in ``cfg.out``; returns the exported model directory.
 
     ``cfg`` is not changed: the run works on a copy whose ``model`` is the config of the model it
-    actually trains (``init_from``'s, widened for noise in stage 2), and saves that copy."""
+    actually trains (``init_from``'s, widened for noise in stage 2), and saves that copy. Without
+    ``resume`` an existing run in ``cfg.out`` is refused (:class:`RunExistsError`) unless ``force``,
+    which starts over: the old checkpoint is deleted before the first step."""
+    out = Path(cfg.out)
+    check_run_folder(out, resume, force)
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
+    ckpt = load_checkpoint(_checkpoint_in(out)) if resume else None
     state = build_state(cfg, device, world)
     cfg = dataclasses.replace(cfg, model=state.tokenizer.config)
-    if resume and not ckpt_path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-    ckpt = load_checkpoint(ckpt_path) if resume else None
+    if not resume and rank == 0:
+        ckpt_path.unlink(missing_ok=True)  # --force: the user asked to start over
     # The loader draws its worker seed from the global RNG: create it before the RNG state is restored.
     batches = iter(make_loader(cfg, ckpt["step"] if ckpt else 0, rank, world))
     if ckpt is not None:

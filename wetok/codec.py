@@ -21,7 +21,7 @@ from torch import Tensor
 
 from wetok import format as fmt
 from wetok.entropy import RangeCoder, decode_payload, encode_payload, static_supported
-from wetok.errors import ModelMismatchError, WtkFormatError
+from wetok.errors import ImageTooLargeError, ModelMismatchError, WtkFormatError
 from wetok.format import Header
 from wetok.image import (
     array_to_tensor,
@@ -35,6 +35,7 @@ from wetok.image import (
     to_rgb_array,
 )
 from wetok.layers import style_stats
+from wetok.limits import check_pixels
 from wetok.modeldir import load_prior, model_id_of, write_model_id
 from wetok.prior import Prior
 from wetok.tokenizer import Tokenizer
@@ -133,7 +134,9 @@ class Codec:
         """Image → tokens ``[1, ceil(H/f), ceil(W/f), g]`` (int64, CPU) and the original ``(H, W)``."""
         rgb = open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image)
         height, width = rgb.shape[:2]
+        check_pixels(width, height)
         Header(self.model_id, "raw", height, width, *self._shape()).validate()
+        check_memory(self.model.config, height, width, self.tile_tokens, "encode")
         x = pad_to_multiple(array_to_tensor(rgb), self.model.config.downsample, self.pad_mode)
         return encode_tiled(self.model, x, self.tile_tokens), (height, width)
 
@@ -141,6 +144,8 @@ class Codec:
         self, tokens: Tensor, size: tuple[int, int], seed: int | None = 0, noise_scale: float = 1.0
     ) -> Image.Image:
         """Tokens ``[1, h, w, g]`` → RGB image cropped to ``size = (H, W)``."""
+        check_pixels(size[1], size[0])
+        check_memory(self.model.config, size[0], size[1], self.tile_tokens, "decode")
         rgb = decode_tiled(self.model, tokens, self.tile_tokens, seed, noise_scale)
         return to_pil(np.ascontiguousarray(rgb[: size[0], : size[1]]))
 
@@ -161,6 +166,7 @@ class Codec:
         """``.wtk`` bytes → tokens ``[1, h, w, g]`` (int64) and ``(H, W)``; checks the model id."""
         header, payload = fmt.unpack(data)
         self.check_header(header)
+        check_pixels(header.width, header.height, "the file's image")
         flat = decode_payload(
             payload, header.mode, header.num_tokens, header.groups, header.group_bits, self._coder
         )
@@ -218,6 +224,42 @@ class Codec:
 
     def info(self, data: bytes | BinaryIO) -> WtkInfo:
         return read_info(data, self)
+
+
+# -- memory ---------------------------------------------------------------------------------------------
+def estimate_peak_bytes(config, height: int, width: int, tile_tokens: int) -> int:
+    """Peak memory (bytes, beyond the model) of coding an ``H x W`` image: whole-image buffers (the float
+    input or the float32 blend accumulator, uint8 copies: ~24 B/pixel) plus the activations of one window
+    (the whole image when untiled), as measured for :func:`auto_tile_tokens` (~8 float32 maps of the widest
+    full-resolution level)."""
+    f = config.downsample
+    pixels = -(-height // f) * f * -(-width // f) * f
+    per_pixel = 8 * 4 * config.ch * config.ch_mult[0] / config.patch_size**2
+    side = tile_tokens * f
+    window = pixels if tile_tokens <= 0 else min(pixels, side * side)
+    return int(24 * pixels + per_pixel * window)
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (``MemAvailable``); ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(config, height: int, width: int, tile_tokens: int, action: str) -> None:
+    """Fail fast with :class:`ImageTooLargeError` when coding the image would not fit in free memory."""
+    need, free = estimate_peak_bytes(config, height, width, tile_tokens), available_memory()
+    if free is not None and need > free:
+        raise ImageTooLargeError(
+            f"a {width}x{height} image needs about {need / 2**30:.1f} GiB to {action}, but only "
+            f"{free / 2**30:.1f} GiB of memory is free"
+        )
 
 
 # -- tiling -----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from wetok.config import PRESETS, TokenizerConfig
 from wetok.errors import CheckpointError
+from wetok.fileio import umask
 from wetok.image import array_to_tensor, open_image, pad_to_multiple
 from wetok.modeldir import CONFIG_NAME, WEIGHTS_NAME, is_model_dir, model_id_of, write_model_id
 from wetok.prior import Prior, fit_prior
@@ -370,7 +372,9 @@ def check_output_dir(out: Path, force: bool) -> None:
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; a previous ``out`` is moved aside first and deleted last."""
+    """Rename ``tmp`` to ``out``; a previous ``out`` is moved aside first and deleted last. The folder gets
+    the usual permissions (``mkdtemp`` makes it ``0700``; models are meant to be shared)."""
+    os.chmod(tmp, 0o777 & ~umask())
     old = out.with_name(f".{out.name}.old-{tmp.name}") if out.exists() else None
     if old is not None:
         out.rename(old)
@@ -400,23 +404,75 @@ def iter_token_batches(model: Tokenizer, images: Iterable[Tensor], batch_size: i
         yield model.encode(torch.cat(group))
 
 
+MIN_PRIOR_TOKENS = 1024  # below this (or one token per symbol of a group) the tables are mostly smoothing
+
+
+def min_prior_tokens(group_bits: int) -> int:
+    """Fewest tokens a prior is fitted on by default: one per symbol of a group, and at least 1024."""
+    return max(MIN_PRIOR_TOKENS, 1 << group_bits)
+
+
 def fit_model_prior(
     model_dir: str | Path,
     images: Iterable[str | Path],
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    *,
+    out_dir: str | Path | None = None,
+    force: bool = False,
+    min_tokens: int | None = None,
 ) -> int:
-    """Fit ``model_dir``'s per-group frequency tables on image files and replace its ``prior.json``.
+    """Fit per-group frequency tables on image files; write them, with ``model_dir``'s weights and config,
+    as the new model directory ``out_dir``. Returns the number of tokens counted.
 
-    Each image is padded (bottom/right, reflect) to a multiple of ``f`` as the codec does, then encoded.
-    Returns the number of tokens counted. The file is replaced atomically.
-    """
+    A new prior is a new model (a new model id): ``.wtk`` files made with ``model_dir`` need it unchanged, so
+    replacing its prior in place (``out_dir`` omitted or the same folder) needs ``force``. Fewer tokens
+    than ``min_tokens`` (default :func:`min_prior_tokens`) are refused. Each image is padded (bottom/right,
+    reflect) to a multiple of ``f`` as the codec does, then encoded. Nothing is written before the tables
+    are fitted; the new directory appears at once (written beside it, then renamed)."""
     model_dir = Path(model_dir)
+    out = model_dir if out_dir is None else Path(out_dir)
     if not is_model_dir(model_dir):
         raise CheckpointError(
             f"{model_dir} is not a wetok model directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})"
         )
+    in_place = out.resolve() == model_dir.resolve()
+    if in_place and not force:
+        raise CheckpointError(
+            f"fitting a prior makes a new model: files made with {model_dir} could not be decoded any "
+            "more if its prior.json changed; write the new model with -o NEW_DIR (or --force in place)"
+        )
+    if not in_place:
+        check_output_dir(out, force)
     model = Tokenizer.from_pretrained(model_dir, device=device)
+    prior, counted = _fit_on_images(model, images, batch_size)
+    needed = min_prior_tokens(model.config.group_bits) if min_tokens is None else min_tokens
+    if counted < needed:
+        raise CheckpointError(
+            f"only {counted} tokens in the given images; a meaningful prior of "
+            f"{1 << model.config.group_bits} symbols per group needs at least {needed} "
+            "(give more or larger images, or --min-tokens)"
+        )
+    if in_place:
+        prior.save(model_dir)
+        write_model_id(model_dir, model_id_of(model.weights_sha256, prior))
+        return counted
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name in (CONFIG_NAME, WEIGHTS_NAME, IMPORT_INFO_NAME):
+            if (model_dir / name).is_file():
+                shutil.copyfile(model_dir / name, tmp / name)
+        prior.save(tmp)
+        write_model_id(tmp, model_id_of(model.weights_sha256, prior))
+        _swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counted
+
+
+def _fit_on_images(model: Tokenizer, images: Iterable[str | Path], batch_size: int) -> tuple[Prior, int]:
+    """The prior fitted on the tokens of ``images``, and how many tokens that was."""
     cfg = model.config
     counted = [0]
 
@@ -433,7 +489,4 @@ def fit_model_prior(
             counted[0] += tokens.shape[:-1].numel()
             yield tokens
 
-    prior = fit_prior(batches(), cfg.groups, cfg.group_bits)
-    prior.save(model_dir)
-    write_model_id(model_dir, model_id_of(model.weights_sha256, prior))
-    return counted[0]
+    return fit_prior(batches(), cfg.groups, cfg.group_bits), counted[0]

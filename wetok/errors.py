@@ -55,11 +55,23 @@ class ConfigError(WetokError, ValueError):
     """A training or model configuration that cannot work (unknown key, bad value)."""
 
 
+class ImageTooLargeError(WetokError, ValueError):
+    """An image (a file, an array or a ``.wtk`` header) has more pixels than the limit, or would need more
+    memory than the machine has; the message says how to raise the limit."""
+
+
+class OutputError(WetokError, ValueError):
+    """An output that must not be written: it exists (and no ``--force``), it is the input itself, or it is
+    neither a regular file nor something written into (a device, a FIFO)."""
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "ImageTooLargeError",
     "ModelMismatchError",
     "ModelNotFoundError",
+    "OutputError",
     "PriorError",
     "WetokError",
     "WtkFormatError",

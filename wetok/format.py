@@ -172,12 +172,7 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     """Check magic, version and CRC, then parse and validate the header; returns ``(header, payload)``."""
     _check(isinstance(data, (bytes, bytearray, memoryview)), "a .wtk file must be given as bytes")
     data = bytes(data)
-    _check(len(data) >= len(MAGIC) + 1, f"truncated .wtk file ({len(data)} bytes)")
-    _check(data[: len(MAGIC)] == MAGIC, "not a .wtk file (bad magic bytes)")
-    _check(
-        data[len(MAGIC)] == VERSION,
-        f"unsupported .wtk format version {data[len(MAGIC)]} (this wetok reads version {VERSION})",
-    )
+    _check_magic_and_version(data)
     _check(len(data) >= MIN_FILE_BYTES, f"truncated .wtk file ({len(data)} bytes)")
     _check(
         zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "big"),
@@ -187,6 +182,15 @@ def unpack(data: bytes) -> tuple[Header, bytes]:
     payload = data[pos:-4]
     _check_payload_length(header, len(payload))
     return header, payload
+
+
+def _check_magic_and_version(data: bytes) -> None:
+    _check(len(data) >= len(MAGIC) + 1, f"truncated .wtk file ({len(data)} bytes)")
+    _check(data[: len(MAGIC)] == MAGIC, "not a .wtk file (bad magic bytes)")
+    _check(
+        data[len(MAGIC)] == VERSION,
+        f"unsupported .wtk format version {data[len(MAGIC)]} (this wetok reads version {VERSION})",
+    )
 
 
 def _parse_fields(data: bytes, end: int) -> tuple[Header, int]:
@@ -217,12 +221,35 @@ def _check_payload_length(header: Header, length: int) -> None:
         _check(length < raw, f"malformed .wtk payload ({length} bytes of static code, raw would be {raw})")
 
 
+MAX_HEADER_BYTES = _FIXED + 2 + 3 + 3  # fixed fields + the three varints at their longest
+
+
 def read_stream(fileobj: BinaryIO, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """Read a whole ``.wtk`` file from a binary file object, refusing more than ``max_bytes``."""
-    data = fileobj.read(max_bytes + 1)
-    _check(isinstance(data, bytes), "a .wtk file must be read from a binary file object")
-    _check(len(data) <= max_bytes, f"file is larger than {max_bytes} bytes; not a .wtk file")
+    """Read one ``.wtk`` file from a binary file object, reading no more than its header allows.
+
+    The header comes first: magic, version and fields are checked before anything else is read. Then at most
+    the longest payload the header admits (the raw size) plus the CRC is read, and never more than
+    ``max_bytes``; a longer stream is refused. ``/dev/zero`` or a 3 GB file thus costs a few bytes."""
+    head = _read_up_to(fileobj, MAX_HEADER_BYTES)
+    _check_magic_and_version(head)
+    header, pos = _parse_fields(head, len(head))
+    limit = min(max_bytes, pos + header.raw_payload_bytes + 4)
+    data = head + _read_up_to(fileobj, max(0, limit - len(head) + 1))
+    _check(len(data) <= limit, f"file is longer than its header allows ({limit} bytes); not a .wtk file")
     return data
+
+
+def _read_up_to(fileobj: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes: fewer only at the end of the stream (pipes return short reads)."""
+    parts: list[bytes] = []
+    while n > 0:
+        part = fileobj.read(min(n, 1 << 24))
+        _check(isinstance(part, bytes), "a .wtk file must be read from a binary file object")
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
 
 
 def header_bytes(header: Header) -> int:

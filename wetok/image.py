@@ -7,35 +7,63 @@ inside (``x = uint8 / 127.5 - 1``; back: ``((y + 1) * 127.5).round().clamp(0, 25
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
+
+from wetok.limits import check_pixels
 
 PAD_MODES = ("reflect", "replicate")
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
-_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
 
 
 class ImageConversionWarning(UserWarning):
     """An input image lost information on its way to 8-bit RGB (alpha dropped)."""
 
 
+@contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """Pillow's bomb check off while wetok's (same default, one setting) runs instead."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def open_image(source: str | Path | BinaryIO) -> np.ndarray:
-    """Open an image file and convert it with :func:`to_rgb_array`."""
-    with Image.open(source) as img:
+    """Open an image file, check its size against :func:`max_pixels` before decoding any pixel, apply its
+    EXIF orientation (as browsers do), and convert it with :func:`to_rgb_array`.
+
+    Of an animation or a multi-page file, the first frame is used, with an :class:`ImageConversionWarning`."""
+    with _own_pixel_limit(), Image.open(source) as img:
+        check_pixels(*img.size)
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            warnings.warn(
+                f"{img.format} file with {frames} frames: only the first is used",
+                ImageConversionWarning,
+                stacklevel=2,
+            )
         img.load()
-        return to_rgb_array(img)
+        return to_rgb_array(ImageOps.exif_transpose(img))
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     """Any PIL image or array → uint8 RGB ``[H, W, 3]``.
 
-    Grayscale, palette, CMYK, YCbCr, 16-bit (``I;16``, scaled by 1/257) and float images are converted;
+    Grayscale, palette, CMYK, YCbCr, 16-bit (``I;16``, scaled by 1/257), 32-bit integer (``I``) and float
+    (``F``) images are converted: ``I`` as 8-bit values when none exceeds 255, else as 16-bit; ``F`` as
+    0-1 when none exceeds 1, else as 0-255;
     an alpha channel is dropped with an :class:`ImageConversionWarning`. Arrays may be ``[H, W]``,
     ``[H, W, 1|3|4]`` of uint8, uint16 (scaled by 1/257), bool, or float in ``[0, 1]``.
     """
@@ -60,8 +88,13 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
         return np.asarray(img.convert("RGBA"))[..., :3]
     if mode in _SIXTEEN_BIT:
         return _gray(_scale16(np.asarray(img)))
-    if mode == "F":
-        return _gray(np.clip(np.nan_to_num(np.asarray(img)), 0, 255).round())
+    if mode == "I":  # 32-bit integers: usually 0-255 values in a TIFF, or a 16-bit PNG in older Pillows
+        a = np.asarray(img)
+        return _gray(np.clip(a, 0, 255) if a.size and a.max() <= 255 else _scale16(np.clip(a, 0, 65535)))
+    if mode == "F":  # floats: 0-1 (the usual scientific TIFF) or 0-255
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        scale = 255.0 if a.size and np.abs(a).max() <= 1.0 else 1.0
+        return _gray(np.clip(a * scale, 0, 255).round())
     try:
         return np.asarray(img.convert("RGB"))
     except ValueError as e:

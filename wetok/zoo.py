@@ -11,7 +11,9 @@ package (``wetok/models/<name>/``). The first directory holding a name wins.
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +39,20 @@ def model_dirs() -> list[Path]:
     return [*env, user_dir(), BUNDLED_DIR]
 
 
+class ModelFolderWarning(UserWarning):
+    """A model folder is skipped (broken), or hides another of the same name."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """A registered model, described without loading its weights into a module."""
+    """A registered model, described without loading its weights into a module. ``problem`` says why a
+    broken one cannot be used; ``hidden_by`` is the folder of an earlier model of the same name."""
 
     name: str
     path: Path
     bundled: bool
+    problem: str | None = None
+    hidden_by: Path | None = None
 
     @property
     def config(self) -> TokenizerConfig:
@@ -55,14 +64,74 @@ class ModelInfo:
         return read_model_id(self.path).hex()
 
 
-def list_models() -> list[ModelInfo]:
-    """Every model in :func:`model_dirs` (an entry may also be a model directory itself); the first
-    occurrence of each name only."""
-    seen: dict[str, ModelInfo] = {}
+def all_models() -> list[ModelInfo]:
+    """Every model folder in :func:`model_dirs` (an entry may also be a model directory itself), in search
+    order: broken ones with their ``problem``, later ones of a name with ``hidden_by`` set."""
+    found: list[ModelInfo] = []
+    first: dict[str, Path] = {}
     for root in model_dirs():
         for path in _models_in(root):
-            seen.setdefault(path.name, ModelInfo(path.name, path, bundled=root == BUNDLED_DIR))
-    return list(seen.values())
+            problem = model_dir_problem(path)
+            hidden_by = first.get(path.name) if problem is None else None
+            if problem is None:
+                first.setdefault(path.name, path)
+            found.append(ModelInfo(path.name, path, root == BUNDLED_DIR, problem, hidden_by))
+    return found
+
+
+def list_models() -> list[ModelInfo]:
+    """The usable models, the first of each name; broken folders are skipped, and a model hiding a bundled
+    one of the same name is allowed, each with one :class:`ModelFolderWarning` per process."""
+    usable = []
+    for m in all_models():
+        if m.problem is not None:
+            _warn_once(f"skipping broken model folder {m.path}: {m.problem}")
+        elif m.hidden_by is None:
+            usable.append(m)
+        elif m.bundled:
+            _warn_once(
+                f"model {m.name!r} in {m.hidden_by} hides the bundled model of that name; files made with "
+                "the bundled one are still found by their model id"
+            )
+    return usable
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, ModelFolderWarning, stacklevel=3)
+
+
+def model_dir_problem(path: Path) -> str | None:
+    """Why the model folder ``path`` cannot be used (config, weights header or prior unreadable), else
+    ``None``. Reads the config, the safetensors header and the prior, never the weights; cached per
+    file sizes and times."""
+    try:
+        stamp = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir()) if f.is_file())
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    return _problem_cached(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=256)
+def _problem_cached(path: str, stamp: tuple) -> str | None:
+    from safetensors import safe_open
+
+    from wetok.modeldir import load_prior
+
+    directory = Path(path)
+    try:
+        config = TokenizerConfig.load(directory / CONFIG_NAME)
+        with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as f:
+            f.keys()
+        load_prior(directory, config.groups, config.group_bits)
+    except Exception as e:  # noqa: BLE001 (any failure, e.g. SafetensorError, means the folder is broken)
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"{type(e).__name__}: {text}" if type(e).__name__ == "SafetensorError" else text
+    return None
 
 
 def _models_in(root: Path) -> list[Path]:
@@ -146,5 +215,8 @@ def _safe_model_id(path: Path) -> bytes | None:
 
 
 def _candidates(extra: list[str | Path] | tuple) -> list[Path]:
+    """Model folders to search by id: those in ``extra``, then every usable installed one, hidden or not
+    (a user model named ``default`` must not make files of the bundled one undecodable)."""
     found = [p for entry in extra for p in _models_in(Path(entry).expanduser())]
-    return found + [m.path for m in list_models()]
+    list_models()  # warns once about broken and hiding folders
+    return found + [m.path for m in all_models() if m.problem is None]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,9 @@ from wetok.fileio import IMAGE_SUFFIXES
 from wetok_cli.common import (
     WTK_SUFFIX,
     Input,
-    InputError,
     Reporter,
     device_option,
-    read_input,
+    read_image_input,
     reporting_options,
     resolve_device,
     write_output,
@@ -80,13 +78,8 @@ def compress_cmd(
 
 def _compress_one(codec: Any, item: Input, dst: Path, *, mode: str, reporter: Reporter) -> None:
     from wetok.codec import read_info
-    from wetok.image import open_image
 
-    raw = read_input(item)
-    try:
-        rgb = open_image(io.BytesIO(raw))
-    except ValueError as e:  # Pillow's "cannot identify" is an OSError; this is a mode it cannot convert
-        raise InputError(str(e)) from None
+    rgb, input_bytes = read_image_input(item)
     start = time.perf_counter()
     data = codec.compress(rgb, mode=mode)
     write_output(dst, data)
@@ -101,7 +94,7 @@ def _compress_one(codec: Any, item: Input, dst: Path, *, mode: str, reporter: Re
             "width": info.width,
             "height": info.height,
             "bytes": info.bytes,
-            "input_bytes": len(raw),
+            "input_bytes": input_bytes,
             "bpp": info.bpp,
             "bits_per_token": info.bits_per_token,
             "mode": info.mode,

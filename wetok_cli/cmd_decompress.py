@@ -17,7 +17,7 @@ from wetok_cli.common import (
     InputError,
     Reporter,
     device_option,
-    read_input,
+    read_wtk_input,
     reporting_options,
     resolve_device,
     write_output,
@@ -138,7 +138,7 @@ def _decompress_one(
     from wetok.errors import ModelMismatchError
     from wetok.zoo import name_mismatch
 
-    data = read_input(item)
+    data = read_wtk_input(item)
     info = read_info(data)
     codec = models.get(info.model_id)
     start = time.perf_counter()

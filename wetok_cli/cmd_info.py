@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import WTK_SUFFIX, Input, Reporter, print_table, read_input
+from wetok_cli.common import WTK_SUFFIX, Input, Reporter, print_table, read_wtk_input
 from wetok_cli.per_file import for_each_file
 
 _INFO_COLUMNS = ("file", "model", "size", "f/g/d'", "mode", "bytes", "bpp", "bits/token", "vs ideal")
@@ -44,7 +44,7 @@ def info_cmd(files: tuple[str, ...], as_json: bool, quiet: bool) -> None:
 def _file_record(item: Input, models: _Models) -> dict[str, Any]:
     from wetok.codec import read_info
 
-    data = read_input(item)
+    data = read_wtk_input(item)
     header = read_info(data)  # validates everything before a model is looked for
     name, codec = models.find(header.model_id)
     info = read_info(data, codec) if codec is not None else header

@@ -34,13 +34,13 @@ def models_cmd(as_json: bool, paths: bool) -> None:
     (~/.local/share/wetok/models), then the models bundled with wetok; the first model of a name wins.
     "bits/token" is g x d' (raw); "coded b/t" is what the model's prior expects after range coding.
     """
-    from wetok.zoo import list_models, model_dirs
+    from wetok.zoo import all_models, model_dirs
 
     if paths:
         for folder in model_dirs():
             click.echo(folder)
         return
-    records = [_model_record(m) for m in list_models()]
+    records = [_model_record(m) if m.problem is None else _broken_record(m) for m in all_models()]
     if as_json:
         for r in records:
             click.echo(json.dumps(r))
@@ -49,6 +49,18 @@ def models_cmd(as_json: bool, paths: bool) -> None:
     else:
         dirs = ", ".join(str(d) for d in model_dirs())
         click.echo(f"no models installed (searched {dirs}); see `wetok import` and `wetok train`", err=True)
+
+
+def _broken_record(m: Any) -> dict[str, Any]:
+    """A model folder that cannot be used: listed, with why, so that it can be fixed or removed."""
+    keys = ("f", "g", "d_prime", "bits_per_token", "coded_bits_per_token", "bpp", "generative", "model_id")
+    record = {"name": m.name, "source": _source(m), "path": str(m.path), **dict.fromkeys(keys)}
+    return record | {"broken": m.problem}
+
+
+def _source(m: Any) -> str:
+    source = "bundled" if m.bundled else "user" if _in_user_dir(m.path) else "WETOK_MODELS"
+    return source + (" (hidden)" if m.hidden_by is not None else "")
 
 
 def _model_record(m: Any) -> dict[str, Any]:
@@ -64,10 +76,9 @@ def _model_record(m: Any) -> dict[str, Any]:
         model_id = m.model_id_hex
     except (OSError, ValueError):
         model_id = None
-    source = "bundled" if m.bundled else "user" if _in_user_dir(m.path) else "WETOK_MODELS"
     return {
         "name": m.name,
-        "source": source,
+        "source": _source(m),
         "path": str(m.path),
         "f": c.downsample,
         "g": c.groups,
@@ -77,6 +88,7 @@ def _model_record(m: Any) -> dict[str, Any]:
         "bpp": c.bpp,
         "generative": c.generative,
         "model_id": model_id,
+        "broken": None,
     }
 
 
@@ -87,6 +99,8 @@ def _in_user_dir(path: Path) -> bool:
 
 
 def _model_cells(r: dict[str, Any]) -> list[str]:
+    if r["broken"]:
+        return [r["name"], r["source"], *["-"] * 6, "broken", f"{r['path']}: {r['broken']}"]
     coded = "?" if r["coded_bits_per_token"] is None else f"{r['coded_bits_per_token']:.2f}"
     return [
         r["name"],

@@ -27,6 +27,7 @@ import click
     "continues training a model, e.g. --init-from default.",
 )
 @click.option("--resume", is_flag=True, help="Continue exactly from the run directory's checkpoint.")
+@click.option("--force", is_flag=True, help="Start over in a run directory that already holds a run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def train_cmd(
     config: Path | None,
@@ -36,6 +37,7 @@ def train_cmd(
     stage: int | None,
     init_from: str | None,
     resume: bool,
+    force: bool,
     quiet: bool,
 ) -> None:
     """Train a WeTok tokenizer (stage 1 or 2) and export it as a model directory.
@@ -43,22 +45,33 @@ def train_cmd(
     CONFIG is a TOML file (see examples/train_default.toml); flags and --set override it. Multi-GPU:
     torchrun --nproc_per_node N -m wetok_cli.main train CONFIG.
     """
+    from wetok_cli.common import UsageProblem
+    from wetok_train.checkpoint import CheckpointError
     from wetok_train.config import load_config
-    from wetok_train.loop import TrainingStopped, train
+    from wetok_train.loop import RunExistsError, TrainingStopped, train
 
     flags = {"data": data, "out": out, "init_from": init_from, "stage": stage}
     values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
     try:
         cfg = load_config(config, overrides, values)
-    except (ValueError, KeyError, TypeError) as e:
-        raise click.UsageError(f"bad training config: {e}") from None
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise UsageProblem(f"bad training config: {_one_line(e)}") from None
     if not cfg.data:
         raise click.UsageError("no training data: pass --data DIR or set data in the config")
+    if resume and force:
+        raise click.UsageError("give --resume or --force, not both")
     try:
-        model_dir = train(cfg, resume=resume, quiet=quiet)
+        model_dir = train(cfg, resume=resume, quiet=quiet, force=force)
+    except (RunExistsError, CheckpointError) as e:  # a run folder or file given that cannot be used
+        raise UsageProblem(str(e)) from None
     except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(_one_line(e)) from None
     except TrainingStopped as e:
         click.echo(f"wetok: {e}", err=True)
         raise SystemExit(130) from None
     click.echo(f"exported {model_dir}", err=True)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -9,20 +9,21 @@ the summaries. One failing input does not stop the others. Exit codes: 0 success
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
+import struct
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
 from wetok.errors import WetokError  # these two import no torch: cheap for --help
-from wetok.fileio import write_atomic
 
 STDIO = Path("-")
 WTK_SUFFIX = ".wtk"
@@ -77,12 +78,28 @@ def internal_message(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {exc} (run `wetok --debug ...` for the traceback)"
 
 
+def escape(text: str) -> str:
+    """``text`` safe to print as one terminal line: control characters (newline, ESC, ...) and undecodable
+    bytes of file names are shown as Python escapes (``\\n``, ``\\x1b``), so a file name cannot break a
+    line or send commands to the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A warning outside a per-input report: one line on stderr, no source line."""
+    click.echo(f"Warning: {escape(str(message))}", err=True)
+
+
 class WetokGroup(click.Group):
     """A Click group that turns stray library exceptions into one line (traceback with ``--debug``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except KeyboardInterrupt:
@@ -149,11 +166,51 @@ def _glob_root(pattern: Path) -> Path:
     return Path(*parts[:first])
 
 
-def read_input(item: Input) -> bytes:
-    """The whole input: a file's bytes, or stdin's."""
+def _stdin() -> BinaryIO:
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None or stream.closed:
+        raise InputError("stdin is closed; pipe a file into '-'")
+    return stream
+
+
+def read_wtk_input(item: Input) -> bytes:
+    """A ``.wtk`` file's bytes (or stdin's), reading no more than its header allows."""
+    from wetok.format import read_stream
+
     if item.is_stdin:
-        return sys.stdin.buffer.read()
-    return item.path.read_bytes()
+        return read_stream(_stdin())
+    with open(item.path, "rb") as f:
+        return read_stream(f)
+
+
+def read_image_input(item: Input) -> tuple[Any, int]:
+    """An image input as uint8 RGB ``[H, W, 3]`` and its size in bytes. A file is read only as far as
+    Pillow needs; stdin is read up to what the largest allowed image could take (8 bytes a pixel)."""
+    from wetok.image import open_image
+    from wetok.limits import max_pixels
+
+    if item.is_stdin:
+        limit = 8 * max_pixels() + (1 << 20)
+        raw = _stdin().read(limit + 1)
+        if len(raw) > limit:
+            raise InputError(f"stdin holds over {limit:,} bytes, more than any image within --max-pixels")
+        return _decoded(open_image, io.BytesIO(raw)), len(raw)
+    return _decoded(open_image, item.path), item.path.stat().st_size
+
+
+def _decoded(open_image: Callable[[Any], Any], source: Any) -> Any:
+    try:
+        return open_image(source)
+    except ValueError as e:  # a mode Pillow cannot convert; Pillow's "cannot identify" is an OSError
+        if isinstance(e, WetokError):
+            raise
+        raise InputError(str(e).splitlines()[0]) from None
+    except (SyntaxError, struct.error, EOFError) as e:  # what Pillow's plugins raise on truncated files
+        raise InputError(f"truncated or corrupt image ({e})") from None
+    except OSError as e:
+        if e.errno is not None or type(e).__name__ == "UnidentifiedImageError":
+            raise  # a system error (named by user_message), or "not an image"
+        raise InputError(f"truncated or corrupt image ({e})") from None
 
 
 # -- outputs -----------------------------------------------------------------------------------------
@@ -166,7 +223,9 @@ def output_paths(inputs: Sequence[Input], out: str | None, suffix: str) -> list[
     """
     if out is None:
         return [STDIO if i.is_stdin else i.path.with_suffix(suffix) for i in inputs]
-    if out == "-":
+    from wetok.fileio import STDOUT_ALIASES
+
+    if out == "-" or os.path.normpath(out) in STDOUT_ALIASES:
         if len(inputs) > 1:
             raise UsageProblem("-o - (stdout) takes a single input")
         return [STDIO]
@@ -193,23 +252,23 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def check_writable(path: Path, force: bool) -> None:
-    """Refuse to replace an existing file unless ``force``."""
-    if path != STDIO and path.exists() and not force:
-        raise InputError(f"{path} already exists; use --force to overwrite it, or -o to write elsewhere")
-    if path != STDIO and path.is_dir():
-        raise InputError(f"{path} is a folder")
+def check_writable(path: Path, force: bool, source: Path | None = None) -> None:
+    """Refuse an output that must not be written (:func:`wetok.fileio.check_output`); stdout is fine."""
+    if path != STDIO:
+        from wetok.fileio import check_output
+
+        check_output(path, force, source)
 
 
 def write_output(path: Path, data: bytes) -> None:
-    """Write ``data`` to stdout (``-``) or atomically to ``path``: no reader ever sees half a file."""
+    """Write ``data`` to stdout (``-``) or to ``path`` (:func:`wetok.fileio.write_output`: atomically, or
+    into a device, FIFO or ``/dev/fd/N``)."""
+    from wetok.fileio import write_output as write
+
     if path == STDIO:
-        stream = sys.stdout.buffer
-        stream.write(data)
-        stream.flush()
-        return
+        path = Path("/dev/stdout")
     try:
-        write_atomic(path, data)
+        write(path, data)
     except OSError as e:  # name the file the user asked for, not the temporary one
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
@@ -250,6 +309,7 @@ class Reporter:
             self.err(message)
 
     def err(self, line: str) -> None:
+        line = escape(line)
         if self._console is not None:
             self._console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
@@ -344,6 +404,7 @@ def human_bytes(n: int) -> str:
 
 def print_table(header: tuple[str, ...], rows: list[list[str]]) -> None:
     """A plain left-aligned table on stdout (greppable; no colours, no box drawing)."""
+    rows = [[escape(cell) for cell in row] for row in rows]  # file names may hold newlines or escapes
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     for row in (list(header), *rows):
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

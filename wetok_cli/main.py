@@ -79,8 +79,15 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     envvar="WETOK_DEBUG",
     help="Show Python tracebacks instead of one-line errors (also WETOK_DEBUG=1).",
 )
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    envvar="WETOK_MAX_PIXELS",
+    help="Refuse images (and .wtk files) of more pixels than this, before allocating them.  "
+    "[default: 89478485, Pillow's limit; also WETOK_MAX_PIXELS]",
+)
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, max_pixels: int | None) -> None:
     """wetok: compress images to .wtk token files with WeTok, and back.
 
     \b
@@ -93,6 +100,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     1 some inputs failed (the others are still processed), 2 usage error.
     """
     ctx.obj = Settings(debug=debug)
+    from wetok.limits import set_max_pixels  # no torch, no Pillow
+
+    set_max_pixels(max_pixels)
+    ctx.call_on_close(lambda: set_max_pixels(None))  # a later command in this process starts afresh
 
 
 if __name__ == "__main__":

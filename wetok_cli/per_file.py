@@ -77,17 +77,17 @@ def for_each_file(
         def one(job: tuple[Input, Path | None]) -> None:
             item, dst = job
             if dst is not None:
-                _claim(dst, force, written)
+                _claim(dst, force, written, item)
             work(item, dst)
 
         run_each(list(zip(inputs, outputs, strict=True)), [i.display for i in inputs], one, reporter, label)
 
 
-def _claim(dst: Path, force: bool, written: set[Path]) -> None:
-    """Check ``dst`` may be written, and that no earlier input of this run wrote it."""
+def _claim(dst: Path, force: bool, written: set[Path], source: Input) -> None:
+    """Check ``dst`` may be written (not the input itself), and that no earlier input of this run wrote it."""
     if dst != STDIO and dst.resolve() in written:
         raise InputError(f"{dst} was already written by another input of this run")
-    check_writable(dst, force)
+    check_writable(dst, force, None if source.is_stdin else source.path)
     if dst != STDIO:
         written.add(dst.resolve())
 

@@ -1,0 +1,454 @@
+"""Attack and carelessness cases (issue 13): what a hostile or careless user has tried, and what must hold.
+
+Promises (docs/security.md): no file wetok reads runs code; nothing is written outside the named output
+and nothing replaced without ``--force``; memory is bounded before it is allocated; user mistakes get one
+line naming the file or option, exit status 2 for bad options.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import shutil
+import stat
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from tests import test_cli
+from tests.test_cli import assert_one_error, make_image, wetok
+from wetok.errors import WtkFormatError
+from wetok.format import MAGIC, MAX_HEADER_BYTES, Header, pack, read_stream
+from wetok.image import ImageConversionWarning, open_image
+from wetok.prior import Prior
+from wetok_cli.main import cli
+from wetok_train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+
+env, model_root = test_cli.env, test_cli.model_root  # the CLI tests' fixtures: tiny models in a registry
+
+
+class _Evil:
+    """Unpickling this creates ``marker``: proof that a load ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.marker), "w"))
+
+
+def _evil_checkpoint(path: Path, marker: Path, *, raw_pickle: bool = False) -> Path:
+    payload = {"step": 1, "config": {}, "ema": _Evil(marker)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if raw_pickle:
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    for i in range(4):
+        make_image(folder / f"img{i}.png", seed=i, size=(40, 40))
+    return folder
+
+
+def train_cli(data: Path, out: Path, *args: str) -> Result:
+    common = [
+        "-s",
+        'model="tiny"',
+        "-s",
+        "crop=32",
+        "-s",
+        "batch_size=2",
+        "-s",
+        'perceptual="none"',
+        "-s",
+        "adversarial_weight=0",
+        "-s",
+        "prior_images=2",
+        "-s",
+        "log_every=1",
+        "-q",
+    ]
+    return CliRunner().invoke(cli, ["train", *common, "--data", str(data), "--out", str(out), *args])
+
+
+# -- 1. no code execution through training checkpoints -------------------------------------------------------
+@pytest.mark.parametrize("name", ["checkpoint.pt", CHECKPOINT_NAME])
+@pytest.mark.parametrize("raw_pickle", [False, True])
+def test_resume_never_unpickles(tmp_path: Path, data: Path, name: str, raw_pickle: bool) -> None:
+    marker = tmp_path / "pwned"
+    _evil_checkpoint(tmp_path / "run" / name, marker, raw_pickle=raw_pickle)
+    result = train_cli(data, tmp_path / "run", "--resume", "-s", "steps=1")
+    assert result.exit_code == 2, result.output
+    assert "legacy pickle checkpoint" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("as_dir", [False, True])
+def test_stage2_init_from_never_unpickles(tmp_path: Path, data: Path, as_dir: bool) -> None:
+    marker = tmp_path / "pwned"
+    evil = _evil_checkpoint(tmp_path / "stage1" / "checkpoint.pt", marker)
+    source = evil.parent if as_dir else evil
+    result = train_cli(data, tmp_path / "run", "--stage", "2", "--init-from", str(source), "-s", "steps=1")
+    assert result.exit_code == 2, result.output
+    assert "legacy pickle checkpoint" in result.output
+    assert not marker.exists()
+
+
+def test_checkpoint_loader_refuses_pickles_and_garbage(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    for path in (
+        _evil_checkpoint(tmp_path / "a.safetensors", marker, raw_pickle=True),
+        _evil_checkpoint(tmp_path / "b.bin", marker),
+    ):
+        with pytest.raises(CheckpointError, match="legacy pickle"):
+            load_checkpoint(path)
+    (tmp_path / "c.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(CheckpointError, match="not a wetok training checkpoint"):
+        load_checkpoint(tmp_path / "c.safetensors")
+    assert not marker.exists()
+
+
+def test_checkpoint_round_trips_optimizer_and_rng_types(tmp_path: Path) -> None:
+    import random
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], betas=(0.5, 0.9))
+    opt.zero_grad()
+    opt.param_groups[0]["params"][0].grad = torch.ones(3)
+    opt.step()
+    payload = {
+        "step": 4,
+        "opt": opt.state_dict(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "disc": None,
+        "nan": float("nan"),
+    }
+    save_checkpoint(payload, tmp_path / CHECKPOINT_NAME)
+    back = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert back["opt"]["param_groups"] == opt.state_dict()["param_groups"]  # tuples and int keys kept
+    assert torch.equal(back["opt"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert back["python"] == payload["python"] and back["disc"] is None and back["nan"] != back["nan"]
+    assert all(np.array_equal(a, b) for a, b in zip(back["numpy"], payload["numpy"], strict=True))
+    assert torch.equal(back["torch"], payload["torch"])
+
+
+# -- 3. no lost training work ------------------------------------------------------------------------------
+def test_train_into_existing_run_needs_resume_or_force(tmp_path: Path, data: Path) -> None:
+    run = tmp_path / "run"
+    assert train_cli(data, run, "-s", "steps=2").exit_code == 0
+    before = (run / CHECKPOINT_NAME).read_bytes()
+    model_before = (run / "model" / "model.safetensors").read_bytes()
+    result = train_cli(data, run, "-s", "steps=1")
+    assert result.exit_code == 2 and "--resume" in result.output and "--force" in result.output
+    assert (run / CHECKPOINT_NAME).read_bytes() == before
+    assert (run / "model" / "model.safetensors").read_bytes() == model_before
+    assert train_cli(data, run, "-s", "steps=3", "--resume").exit_code == 0
+    assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == 3
+    assert train_cli(data, run, "-s", "steps=1", "--force").exit_code == 0
+    assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == 1
+
+
+def test_never_saves_an_older_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_NAME
+    save_checkpoint({"step": 5}, path)
+    with pytest.raises(CheckpointError, match="later step 5"):
+        save_checkpoint({"step": 2}, path)
+    assert load_checkpoint(path)["step"] == 5
+
+
+def test_resume_without_checkpoint_is_one_line(tmp_path: Path, data: Path) -> None:
+    result = train_cli(data, tmp_path / "empty", "--resume", "-s", "steps=1")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "no checkpoint" in result.output
+
+
+def test_safetensors_header_starting_with_pickle_byte_still_loads(tmp_path: Path) -> None:
+    """A header length of 0x..80 makes the first byte 0x80, a pickle's first byte: not a legacy file."""
+    for n in range(256):
+        path = tmp_path / f"{n}.safetensors"
+        save_checkpoint({"step": 1, "pad": "x" * n, "t": torch.zeros(2)}, path)
+        if path.read_bytes()[0] == 0x80:
+            assert load_checkpoint(path)["pad"] == "x" * n
+            return
+    pytest.fail("no padding gave a header length starting with 0x80")
+
+
+# -- 2. outputs: write into devices and FIFOs, replace only regular files, never the input ----------------
+def test_output_fifo_is_written_into(env: Path) -> None:
+    import threading
+
+    fifo = env / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    result = wetok("compress", "a.png", "-m", "tiny", "-o", str(fifo), "--force")
+    reader.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and got and got[0].startswith(MAGIC)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="mknod needs root")
+def test_output_char_device_is_written_into_not_replaced(env: Path) -> None:
+    null = env / "null"
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a private /dev/null
+    for args in ([], ["--force"]):
+        result = wetok("compress", "a.png", "-m", "tiny", "-o", str(null), *args)
+        assert result.exit_code == 0, result.output
+        assert stat.S_ISCHR(os.lstat(null).st_mode)
+
+
+def test_output_dev_stdout_goes_to_stdout(env: Path) -> None:
+    result = wetok("compress", "a.png", "-m", "tiny", "-o", "/dev/stdout")
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes.startswith(MAGIC)
+
+
+def test_output_symlink_needs_force_and_keeps_the_link(env: Path) -> None:
+    target = env / "target.wtk"
+    target.write_bytes(b"old")
+    (env / "link.wtk").symlink_to(target)
+    assert_one_error(wetok("compress", "a.png", "-m", "tiny", "-o", "link.wtk"), 1, "already exists")
+    assert target.read_bytes() == b"old"
+    assert wetok("compress", "a.png", "-m", "tiny", "-o", "link.wtk", "--force").exit_code == 0
+    assert (env / "link.wtk").is_symlink() and target.read_bytes().startswith(MAGIC)
+
+
+def test_output_dangling_symlink_exists_and_is_never_followed(env: Path) -> None:
+    (env / "dangling.wtk").symlink_to(env / "elsewhere" / "created.wtk")
+    assert_one_error(wetok("compress", "a.png", "-m", "tiny", "-o", "dangling.wtk"), 1, "already exists")
+    assert_one_error(
+        wetok("compress", "a.png", "-m", "tiny", "-o", "dangling.wtk", "--force"),
+        1,
+        "symbolic link to nothing",
+    )
+    assert not (env / "elsewhere").exists()
+
+
+def test_output_is_never_the_input_even_with_force(env: Path) -> None:
+    original = (env / "a.png").read_bytes()
+    os.link(env / "a.png", env / "hard.wtk")
+    (env / "soft.wtk").symlink_to(env / "a.png")
+    for out in ("a.png", "hard.wtk", "soft.wtk"):
+        assert_one_error(
+            wetok("compress", "a.png", "-m", "tiny", "-o", out, "--force"), 1, "input file itself"
+        )
+    assert (env / "a.png").read_bytes() == original
+    assert wetok("compress", "a.png", "-m", "tiny").exit_code == 0
+    assert_one_error(wetok("decompress", "a.wtk", "-o", "a.wtk", "--force"), 1, "input file itself")
+    assert (env / "a.wtk").read_bytes().startswith(MAGIC)
+
+
+# -- 5. bounded reads ----------------------------------------------------------------------------------
+class _CountingZeros(io.RawIOBase):
+    """``size`` zero bytes (``prefix`` first), counting what is read: /dev/zero, but finite."""
+
+    def __init__(self, size: int, prefix: bytes = b"") -> None:
+        self.left, self.prefix, self.read_total = size, prefix, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:
+        n = min(len(buffer), self.left)
+        chunk = (self.prefix + bytes(n))[:n]
+        self.prefix = self.prefix[n:]
+        buffer[:n] = chunk
+        self.left -= n
+        self.read_total += n
+        return n
+
+
+def test_wtk_read_stops_after_a_bad_header() -> None:
+    stream = _CountingZeros(64 << 20)
+    with pytest.raises(WtkFormatError, match="bad magic"):
+        read_stream(stream)
+    assert stream.read_total <= MAX_HEADER_BYTES
+
+
+def test_wtk_read_stops_after_what_the_header_promises() -> None:
+    header = Header(bytes(6), "raw", 8, 8, 4, 2, 4)
+    file = pack(header, bytes(header.raw_payload_bytes))
+    stream = _CountingZeros(64 << 20, prefix=file)
+    with pytest.raises(WtkFormatError, match="longer than its header allows"):
+        read_stream(stream)
+    assert stream.read_total <= len(file) + 1
+
+
+def test_info_on_endless_stdin_reads_a_few_bytes(env: Path) -> None:
+    stream = _CountingZeros(64 << 20)
+    result = CliRunner().invoke(cli, ["info", "-"], input=io.BufferedReader(stream))
+    assert result.exit_code == 1 and "bad magic" in result.output
+    assert stream.read_total <= 1 << 16  # one buffered read at most, not 64 MiB
+
+
+# -- 6. one pixel limit, checked before allocating --------------------------------------------------------
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A 1-bit PNG that claims ``width x height`` pixels in 57 bytes (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_png_bomb_refused_before_decoding(env: Path) -> None:
+    _png_header_only(env / "bomb.png", 13000, 13000)  # under Pillow's own 2x bomb error, over its limit
+    result = wetok("compress", "bomb.png", "-m", "tiny")
+    assert_one_error(result, 1, "13000x13000", "above the limit", "--max-pixels")
+
+
+def test_pixel_limit_flag_and_env_on_both_sides(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_one_error(wetok("--max-pixels", "100", "compress", "a.png", "-m", "tiny"), 1, "above the limit")
+    assert wetok("compress", "a.png", "-m", "tiny").exit_code == 0  # the flag does not outlive its command
+    monkeypatch.setenv("WETOK_MAX_PIXELS", "100")
+    assert_one_error(
+        wetok("decompress", "a.wtk", "-o", "c.png"), 1, "the file's image is 30x22", "above the limit"
+    )
+    assert not (env / "c.png").exists()
+    result = wetok("--max-pixels", "1000", "decompress", "a.wtk", "-o", "d.png")
+    assert result.exit_code == 0, result.output
+
+
+def test_memory_estimate_fails_fast(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wetok import codec as codec_module
+
+    monkeypatch.setattr(codec_module, "available_memory", lambda: 1 << 10)
+    assert_one_error(wetok("compress", "a.png", "-m", "tiny"), 1, "needs about", "GiB to encode")
+
+
+# -- 8. EXIF orientation; 13. image modes and frames -----------------------------------------------------
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees clockwise (a portrait phone photo)
+    Image.new("RGB", (30, 20), (200, 30, 30)).save(tmp_path / "phone.jpg", exif=exif)
+    assert open_image(tmp_path / "phone.jpg").shape == (30, 20, 3)
+
+
+def test_int_and_float_images_are_not_black(tmp_path: Path) -> None:
+    ramp = np.tile(np.arange(0, 256, 4, dtype=np.int32), (8, 1))
+    Image.fromarray(ramp, mode="I").save(tmp_path / "i.tif")
+    Image.fromarray((ramp / 255).astype(np.float32), mode="F").save(tmp_path / "f.tif")
+    for name in ("i.tif", "f.tif"):
+        rgb = open_image(tmp_path / name)
+        assert abs(int(rgb[0, -1, 0]) - 252) <= 1 and rgb[0, 0, 0] == 0, name
+
+
+def test_multi_frame_input_warns(env: Path) -> None:
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(env / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.warns(ImageConversionWarning, match="2 frames"):
+        open_image(env / "anim.gif")
+    result = wetok("compress", "anim.gif", "-m", "tiny", "-o", "anim.wtk")
+    assert result.exit_code == 0 and "only the first" in result.stderr
+
+
+# -- 7. broken or shadowing model folders ------------------------------------------------------------------
+@pytest.fixture
+def broken_registry(env: Path, model_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The registry plus a half-copied model (truncated weights) and one with a bad config.json."""
+    extra = env / "more-models"
+    for name in ("half", "badconfig"):
+        shutil.copytree(model_root / "tiny", extra / name)
+    weights = extra / "half" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    (extra / "half" / "model_id.json").unlink(missing_ok=True)
+    (extra / "badconfig" / "config.json").write_text('{"ch": "32"')
+    monkeypatch.setenv("WETOK_MODELS", os.pathsep.join([str(extra), str(model_root)]))
+    assert wetok("compress", "a.png", "-m", str(model_root / "tiny")).exit_code == 0
+    return extra
+
+
+def test_broken_model_folders_are_skipped_with_a_warning(broken_registry: Path, monkeypatch) -> None:
+    import wetok.zoo as zoo
+
+    for args in (["decompress", "a.wtk", "-o", "out.png"], ["info", "a.wtk"]):
+        monkeypatch.setattr(zoo, "_warned", set())  # once per process: these stand for two processes
+        result = wetok(*args)
+        assert result.exit_code == 0, result.output
+        warnings = [line for line in result.stderr.splitlines() if "broken model folder" in line]
+        assert len(warnings) == 2 and any("half" in w for w in warnings), result.stderr
+    result = wetok("models")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert "broken" in rows["half"] and "broken" in rows["badconfig"] and "broken" not in rows["tiny"]
+
+
+def test_user_default_does_not_hide_the_bundled_model(env: Path, model_root: Path, monkeypatch) -> None:
+    import wetok.zoo as zoo
+
+    bundled = env / "bundled"
+    shutil.copytree(model_root / "tiny", bundled / "default")
+    monkeypatch.setattr(zoo, "BUNDLED_DIR", bundled)
+    assert wetok("compress", "a.png", "-o", "bundled.wtk").exit_code == 0  # made with the bundled default
+    user = env / "user-models"
+    shutil.copytree(model_root / "other", user / "default")
+    monkeypatch.setenv("WETOK_MODELS", str(user))
+    result = wetok("decompress", "bundled.wtk", "-o", "back.png")
+    assert result.exit_code == 0, result.output
+    assert "hides the bundled model" in result.stderr
+    assert "(hidden)" in wetok("models").stdout
+
+
+def test_names_with_newlines_and_escapes_are_printed_escaped(env: Path) -> None:
+    name = "evil\n\x1b[2J.png"
+    shutil.copy(env / "a.png", env / name)
+    result = wetok("compress", name, "-m", "tiny")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "evil\\n\\x1b[2J.png" in result.stderr
+    (env / "bad\x1b]0;title\x07.wtk").write_bytes(b"garbage")
+    result = wetok("info", "bad\x1b]0;title\x07.wtk")
+    assert "\x1b" not in result.output and "\x07" not in result.output
+
+
+# -- 4. fit-prior makes a new model; it never orphans files made with the old one --------------------------
+def test_fit_prior_writes_a_new_model_and_keeps_old_files_decodable(env: Path, model_root: Path) -> None:
+    model = env / "mine"
+    shutil.copytree(model_root / "tiny", model)
+    make_image(env / "big.png", size=(64, 64))  # 32 x 32 = 1024 tokens at f = 2
+    assert wetok("compress", "a.png", "-m", str(model), "-o", "old.wtk").exit_code == 0
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    result = wetok("fit-prior", str(model), "big.png")
+    assert result.exit_code == 2 and "-o NEW_DIR" in result.output
+    result = wetok("fit-prior", str(model), "big.png", "-o", "fitted")
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before  # the old model is untouched
+    assert wetok("decompress", "old.wtk", "-m", str(model), "-o", "old.png").exit_code == 0
+    assert Prior.load(env / "fitted").bits_per_token() < 8  # fitted, not uniform
+    assert stat.S_IMODE(os.stat(env / "fitted").st_mode) == 0o777 & ~_umask()
+
+
+def test_fit_prior_refuses_too_few_tokens(env: Path, model_root: Path) -> None:
+    result = wetok("fit-prior", str(model_root / "tiny"), "a.png", "-o", "fitted")  # 15 x 11 tokens (f = 2)
+    assert_one_error(result, 1, "only 165 tokens", "at least 1024")
+    assert not (env / "fitted").exists()
+
+
+# -- 13. imported model folders get the usual permissions ------------------------------------------------
+def test_imported_model_folder_is_not_private(tmp_path: Path) -> None:
+    from tests.test_convert import OFFICIAL, release_config
+    from wetok.convert import import_checkpoint
+
+    import_checkpoint(OFFICIAL / "tiny_f8" / "official.ckpt", release_config("tiny_f8"), tmp_path / "m")
+    assert stat.S_IMODE(os.stat(tmp_path / "m").st_mode) == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
