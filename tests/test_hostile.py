@@ -452,3 +452,129 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# -- 12. SIGTERM cleans temporary files as Ctrl-C does ---------------------------------------------------
+def test_sigterm_while_writing_leaves_no_part_file(env: Path, model_root: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys\n"
+        "import wetok.fileio as fileio\n"
+        "real = fileio.os.fsync\n"
+        "def fsync_then_term(fd):\n"
+        "    real(fd)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # arrives while the temporary file exists\n"
+        "fileio.os.fsync = fsync_then_term\n"
+        "from wetok_cli.main import cli\n"
+        "cli(['compress', 'a.png', '-m', 'tiny', '-o', 'out.wtk'], prog_name='wetok')\n"
+    )
+    env_vars = {**os.environ, "WETOK_MODELS": str(model_root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=env, env=env_vars, capture_output=True, timeout=120
+    )
+    assert done.returncode == 143, done.stderr.decode()
+    assert "terminated" in done.stderr.decode()
+    assert not list(env.glob(".*.part")) and not (env / "out.wtk").exists()
+
+
+# -- 9. model configs: types and ranges checked before any tensor is built ----------------------------------
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"num_res_blocks": 100000},
+        {"ch": "32"},
+        {"num_res_blocks": 1.5},
+        {"entropy_temperature": "hot"},
+        {"entropy_temperature": float("nan")},
+        {"ch_mult": [1, "2"]},
+        {"ch_mult": list(range(1, 20))},
+        {"generative": "yes"},
+        {"ch": 4096, "ch_mult": [64, 64]},  # in range one by one, billions of weights together
+    ],
+)
+def test_model_config_values_are_checked(change: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wetok.config import TokenizerConfig
+    from wetok.errors import ConfigError
+
+    monkeypatch.setattr(torch.nn.Conv2d, "__init__", _no_tensors)  # nothing may be built
+    with pytest.raises(ConfigError, match="model config|parameters"):
+        TokenizerConfig.from_dict({**TokenizerConfig().to_dict(), **change})
+
+
+def _no_tensors(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a layer was built from an invalid config")
+
+
+def test_bad_config_json_in_a_model_folder_is_one_line(env: Path, model_root: Path) -> None:
+    shutil.copytree(model_root / "tiny", env / "m")
+    (env / "m" / "config.json").write_text('{"ch": 32, "num_res_blocks": 100000}')
+    assert_one_error(wetok("compress", "a.png", "-m", str(env / "m")), 2, "num_res_blocks")
+
+
+# -- 10. user errors are one line naming the file or option, exit 2 for bad options --------------------------
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ('steps="many"', "steps"),
+        ("steps=0", "steps"),
+        ("checkpoint_every=0", "checkpoint_every"),
+        ('device="tpu"', "device"),
+        ('export_dtype="float8"', "export_dtype"),
+        ("lr=-1", "lr"),
+        ('model.ch="32"', "ch"),
+    ],
+)
+def test_bad_training_values_refused_before_training(tmp_path: Path, data: Path, setting: str, fragment: str):
+    result = train_cli(data, tmp_path / "run", "-s", setting)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_truncated_image_is_a_user_error(env: Path) -> None:
+    make_image(env / "big.png", size=(200, 200))
+    (env / "cut.png").write_bytes((env / "big.png").read_bytes()[:300])
+    assert_one_error(wetok("compress", "cut.png", "-m", "tiny"), 1, "cut.png", "truncated")
+
+
+def test_huge_seed_is_a_usage_error(env: Path) -> None:
+    assert wetok("compress", "a.png", "-m", "tiny").exit_code == 0
+    result = wetok("decompress", "a.wtk", "-o", "x.png", "--seed", str(10**23))
+    assert result.exit_code == 2 and "--seed" in result.output and "internal" not in result.output
+
+
+def test_closed_stdin_and_stdout_are_user_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wetok import fileio
+    from wetok.errors import OutputError
+    from wetok_cli import common
+
+    closed = io.TextIOWrapper(io.BytesIO())
+    closed.close()
+    monkeypatch.setattr(common.sys, "stdin", closed)
+    with pytest.raises(common.InputError, match="stdin is closed"):
+        common.read_wtk_input(common.Input(common.STDIO, Path("stdin")))
+    monkeypatch.setattr(fileio.sys, "stdout", closed)
+    with pytest.raises(OutputError, match="stdout is closed"):
+        fileio.write_output("/dev/stdout", b"data")
+    assert common.user_message(OutputError("stdout is closed")) == "stdout is closed"
+
+
+# -- 11. values that would write nonsense -----------------------------------------------------------------
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_noise_scale_must_be_finite(env: Path, value: str) -> None:
+    assert wetok("compress", "a.png", "-m", "tiny").exit_code == 0
+    result = wetok("decompress", "a.wtk", "-o", "x.png", "--noise-scale", value)
+    assert result.exit_code == 2 and "--noise-scale" in result.output
+    assert not (env / "x.png").exists()
+
+
+def test_format_and_suffix_must_agree(env: Path) -> None:
+    assert wetok("compress", "a.png", "-m", "tiny").exit_code == 0
+    result = wetok("decompress", "a.wtk", "--format", "jpg", "-o", "x.png")
+    assert result.exit_code == 2 and "--format jpg" in result.output and not (env / "x.png").exists()
+    assert wetok("decompress", "a.wtk", "--format", "jpg", "-o", "x.jpeg").exit_code == 0
+    assert (env / "x.jpeg").read_bytes()[:2] == b"\xff\xd8"
+    assert wetok("decompress", "a.wtk", "-o", "y.webp").exit_code == 0
+    assert (env / "y.webp").read_bytes()[8:12] == b"WEBP"

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from wetok.config import TokenizerConfig
+from wetok.device import DEVICE_CHOICES
 from wetok.errors import ConfigError
 from wetok.fileio import write_atomic
 
@@ -113,9 +116,52 @@ class TrainConfig:
             base = TokenizerConfig.preset(model.pop("preset")) if "preset" in model else TokenizerConfig()
             model = base.replace(**TokenizerConfig.known_keys(model))
         try:
-            return cls(**d) if model is None else cls(model=model, **d)
+            cfg = cls(**d) if model is None else cls(model=model, **d)
         except TypeError as e:
             raise ConfigError(f"bad training config: {e}") from None
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first key of a wrong type or out of range, before anything
+        is built or trained (``steps = "many"``, ``checkpoint_every = 0``, ``device = "tpu"``)."""
+        for name in _POSITIVE_INTS + _NONNEGATIVE_INTS:
+            value, low = getattr(self, name), 1 if name in _POSITIVE_INTS else 0
+            if type(value) is not int or not low <= value <= _MAX_INT:
+                raise ConfigError(f"{name} must be an integer >= {low}, not {value!r}")
+        for name in _WEIGHTS + ("lr", "ema_decay"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, not {value!r}")
+        _check(self.lr > 0, f"lr must be > 0, not {self.lr!r}")
+        _check(self.ema_decay < 1, f"ema_decay must be below 1, not {self.ema_decay!r}")
+        betas = self.betas
+        _check(
+            isinstance(betas, (list, tuple))
+            and len(betas) == 2
+            and all(type(b) in (int, float) and 0 <= b < 1 for b in betas),
+            f"betas must be two numbers in [0, 1), not {betas!r}",
+        )
+        _check(
+            isinstance(self.lr_drops, (list, tuple))
+            and all(type(s) is int and s >= 0 for s in self.lr_drops),
+            f"lr_drops must be a list of steps, not {self.lr_drops!r}",
+        )
+        _check(self.stage in (1, 2) and type(self.stage) is int, f"stage must be 1 or 2, not {self.stage!r}")
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            _check(value in allowed, f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        _check(
+            self.device in DEVICE_CHOICES
+            or (isinstance(self.device, str) and re.fullmatch(r"cuda:\d+", self.device) is not None),
+            f"device must be one of {', '.join(DEVICE_CHOICES)} or cuda:N, not {self.device!r}",
+        )
+        _check(type(self.bf16) is bool, f"bf16 must be true or false, not {self.bf16!r}")
+        for name in ("init_from", "data", "out"):
+            _check(
+                isinstance(getattr(self, name), str), f"{name} must be a string, not {getattr(self, name)!r}"
+            )
+        _check(isinstance(self.model, TokenizerConfig), "model must be a preset name or a table")
 
     def save(self, path: str | Path) -> None:
         write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
@@ -144,6 +190,38 @@ def _check_phase(phase: dict[str, Any]) -> dict[str, Any]:
             f"phase {phase!r}: cannot change {', '.join(unknown)} (only {', '.join(sorted(PHASE_KEYS))})"
         )
     return dict(phase)
+
+
+EXPORT_DTYPE_NAMES = ("float16", "float32", "bfloat16")  # precisions the exported weights may have
+_POSITIVE_INTS = (
+    "crop",
+    "batch_size",
+    "steps",
+    "log_every",
+    "sample_every",
+    "checkpoint_every",
+    "prior_images",
+    "disc_channels",
+)
+_NONNEGATIVE_INTS = ("num_workers", "warmup_steps", "disc_start", "threads", "seed")
+_WEIGHTS = (
+    "l1_weight",
+    "perceptual_weight",
+    "entropy_weight",
+    "commitment_weight",
+    "adversarial_weight",
+    "lecam_weight",
+)
+_CHOICES = {
+    "perceptual": ("effnet-lite0", "lpips-vgg", "none"),
+    "export_dtype": EXPORT_DTYPE_NAMES,
+}
+_MAX_INT = 2**63 - 1  # torch seeds and step counters are int64
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
 
 
 def _parse_value(text: str) -> Any:

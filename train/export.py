@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from wetok.tokenizer import Tokenizer
-from wetok_train.config import TrainConfig
+from wetok_train.config import EXPORT_DTYPE_NAMES, TrainConfig
 from wetok_train.data import CropDataset
 
-EXPORT_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+EXPORT_DTYPES = {name: getattr(torch, name) for name in EXPORT_DTYPE_NAMES}
 
 
 @torch.no_grad()

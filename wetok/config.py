@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,50 @@ from wetok.errors import ConfigError
 from wetok.fileio import write_atomic
 
 CODEBOOK_ENTROPY_VARIANTS = ("pooled", "per_group")
+# Ranges checked before any tensor is built (a config file is input: ``num_res_blocks: 100000`` must not
+# allocate until the machine swaps). Wide enough for every release (ch 256, 4 blocks, ch_mult up to 8).
+_INT_RANGES = {
+    "ch": (1, 4096),
+    "num_res_blocks": (1, 64),
+    "groups": (1, 1024),
+    "group_bits": (1, 24),
+    "in_channels": (1, 64),
+    "patch_size": (1, 64),
+    "norm_groups": (1, 4096),
+}
+MAX_CH_MULT_LEVELS = 8
+MAX_PARAMS = 2_000_000_000  # 8 GB of float32 weights
+
+
+def _check_types(c: TokenizerConfig) -> None:
+    """Raise :class:`ConfigError` for a field of a wrong type or range (``"ch": "32"``, 1.5 blocks)."""
+    for name, (lo, hi) in _INT_RANGES.items():
+        value = getattr(c, name)
+        if type(value) is not int or not lo <= value <= hi:
+            raise ConfigError(f"model config: {name} must be an integer in {lo}..{hi}, not {value!r}")
+    mult = c.ch_mult
+    if (
+        not isinstance(mult, (list, tuple))
+        or not 1 <= len(mult) <= MAX_CH_MULT_LEVELS
+        or any(type(m) is not int or not 1 <= m <= 64 for m in mult)
+    ):
+        raise ConfigError(
+            f"model config: ch_mult must be 1..{MAX_CH_MULT_LEVELS} integers in 1..64, not {mult!r}"
+        )
+    if type(c.generative) is not bool:
+        raise ConfigError(f"model config: generative must be true or false, not {c.generative!r}")
+    t = c.entropy_temperature
+    if type(t) not in (int, float) or not math.isfinite(t) or t <= 0:
+        raise ConfigError(f"model config: entropy_temperature must be a positive number, not {t!r}")
+    for name, kind in (("codebook_entropy", str), ("name", str)):
+        if not isinstance(getattr(c, name), kind):
+            raise ConfigError(f"model config: {name} must be a {kind.__name__}, not {getattr(c, name)!r}")
+
+
+def estimated_params(c: TokenizerConfig) -> int:
+    """About how many weights encoder + decoder have (their 3x3 convolutions), from the config alone."""
+    widths = [c.ch * m for m in c.ch_mult]
+    return sum(2 * (c.num_res_blocks + 1) * 2 * 9 * w * w for w in widths)
 
 
 @dataclass(frozen=True)
@@ -45,18 +90,18 @@ class TokenizerConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
+        _check_types(self)
+        object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
         widths = [self.ch * m for m in self.ch_mult]
-        if not self.ch_mult or self.num_res_blocks < 1:
-            raise ValueError("ch_mult must be non-empty and num_res_blocks >= 1")
         if any(w % self.norm_groups for w in widths):
-            raise ValueError(f"every width {widths} must be a multiple of norm_groups={self.norm_groups}")
-        if self.patch_size < 1 or self.patch_size & (self.patch_size - 1):
-            raise ValueError(f"patch_size must be a power of two >= 1, not {self.patch_size}")
-        if self.groups < 1 or not 1 <= self.group_bits <= 24:
-            raise ValueError("groups must be >= 1 and group_bits in 1..24")
+            raise ConfigError(f"every width {widths} must be a multiple of norm_groups={self.norm_groups}")
+        if self.patch_size & (self.patch_size - 1):
+            raise ConfigError(f"patch_size must be a power of two >= 1, not {self.patch_size}")
         if self.codebook_entropy not in CODEBOOK_ENTROPY_VARIANTS:
-            raise ValueError(f"codebook_entropy must be one of {CODEBOOK_ENTROPY_VARIANTS}")
+            raise ConfigError(f"codebook_entropy must be one of {CODEBOOK_ENTROPY_VARIANTS}")
+        params = estimated_params(self)
+        if params > MAX_PARAMS:
+            raise ConfigError(f"a model of about {params:,} parameters is over the limit of {MAX_PARAMS:,}")
 
     @property
     def latent_dim(self) -> int:
@@ -93,6 +138,8 @@ class TokenizerConfig:
     def known_keys(cls, d: dict[str, Any]) -> dict[str, Any]:
         """``d`` without the legacy ``extra`` table (always empty, never read; files written before it
         was removed carry it); :class:`~wetok.errors.ConfigError` for any other unknown key."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a model config must be a JSON object, not {type(d).__name__}")
         d = dict(d)
         if d.pop("extra", {}) != {}:
             raise ConfigError("config key 'extra' is no longer supported")

@@ -12,11 +12,14 @@ import click
 
 from wetok.fileio import IMAGE_SUFFIXES
 from wetok_cli.common import (
+    SEED_TYPE,
     WTK_SUFFIX,
     Input,
     InputError,
     Reporter,
+    UsageProblem,
     device_option,
+    finite_number,
     read_wtk_input,
     reporting_options,
     resolve_device,
@@ -43,7 +46,7 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"
 )
 @click.option(
     "--seed",
-    type=int,
+    type=SEED_TYPE,
     default=0,
     show_default=True,
     help="Noise seed of a generative decoder (same seed, same pixels).",
@@ -51,6 +54,7 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"
 @click.option(
     "--noise-scale",
     type=click.FloatRange(min=0),
+    callback=finite_number,
     default=1.0,
     show_default=True,
     help="Noise strength of a generative decoder; 0 gives its mean-like output.",
@@ -90,7 +94,7 @@ def decompress_cmd(
     beside its input as a PNG (photo.wtk -> photo.png); stdin goes to stdout. The model is the installed
     one whose id the file carries, unless --model says otherwise.
     """
-    fmt = fmt or _format_from(out)
+    fmt = _check_format(fmt, out) or _format_from(out)
     reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
     models: list[_ModelCache] = []
 
@@ -233,6 +237,15 @@ def _psnr(image: Any, reference: Path) -> float:
             f"reference {reference} is {ref.shape[1]}x{ref.shape[0]}, the image {out.shape[1]}x{out.shape[0]}"
         )
     return psnr(out, ref)
+
+
+def _check_format(fmt: str | None, out: str | None) -> str | None:
+    """``--format``, refused when ``-o FILE``'s suffix names another image format (JPEG bytes must not go
+    into a ``.png``); an unknown suffix takes the format given."""
+    asked = _format_from(out) if out and Path(out).suffix.lower() in _SUFFIX_FORMATS else None
+    if fmt and asked and asked != fmt and not (out.endswith(("/", os.sep)) or Path(out).is_dir()):
+        raise UsageProblem(f"--format {fmt} does not match -o {out} ({asked}); drop one, or make them agree")
+    return fmt
 
 
 def _format_from(out: str | None) -> str:

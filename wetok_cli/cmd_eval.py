@@ -11,7 +11,7 @@ import click
 
 from wetok.eval.classic import CLASSIC_CODECS
 from wetok.fileio import IMAGE_SUFFIXES
-from wetok_cli.common import device_option, expand_inputs, resolve_device
+from wetok_cli.common import SEED_TYPE, device_option, expand_inputs, resolve_device
 
 
 def _codec_list(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -117,7 +117,9 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
     help="FID feature cache.  [default: ~/.cache/wetok/fid-features]",
 )
 @click.option("--no-cache", is_flag=True, help="Do not read or write the FID feature cache.")
-@click.option("--seed", default=0, show_default=True, help="Noise seed of generative decoders.")
+@click.option(
+    "--seed", type=SEED_TYPE, default=0, show_default=True, help="Noise seed of generative decoders."
+)
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @device_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing report in --out.")

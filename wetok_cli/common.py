@@ -11,9 +11,12 @@ from __future__ import annotations
 import glob
 import io
 import json
+import math
 import os
+import signal
 import struct
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -92,19 +95,42 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: Any, *
     click.echo(f"Warning: {escape(str(message))}", err=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same cleanup runs (temporary ``.part`` files removed)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while a command runs (main thread only; training installs its
+    own stop-after-this-step handler inside, and restores this one)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class WetokGroup(click.Group):
     """A Click group that turns stray library exceptions into one line (traceback with ``--debug``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _sigterm_as_interrupt():
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
-        except KeyboardInterrupt:
-            click.echo("wetok: interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, Terminated)
+            click.echo(f"wetok: {'terminated' if terminated else 'interrupted'}", err=True)
+            ctx.exit(143 if terminated else 130)
         except Exception as e:
             if settings().debug:
                 raise
@@ -396,6 +422,17 @@ def resolve_device(device: str) -> Any:
         return resolve(device)
     except WetokError as e:
         raise UsageProblem(f"--device {device}: {e}") from None
+
+
+# torch.Generator.manual_seed's range: a larger --seed is a usage error, not an internal one.
+SEED_TYPE = click.IntRange(-(2**63), 2**64 - 1)
+
+
+def finite_number(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A Click callback refusing ``inf`` and ``nan`` (which ``FloatRange`` lets through)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", param=param)
+    return value
 
 
 def human_bytes(n: int) -> str:
