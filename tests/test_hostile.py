@@ -8,6 +8,7 @@ line naming the file or option, exit status 2 for bad options.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import shutil
@@ -578,3 +579,20 @@ def test_format_and_suffix_must_agree(env: Path) -> None:
     assert (env / "x.jpeg").read_bytes()[:2] == b"\xff\xd8"
     assert wetok("decompress", "a.wtk", "-o", "y.webp").exit_code == 0
     assert (env / "y.webp").read_bytes()[8:12] == b"WEBP"
+
+
+# -- 13. eval names an unreadable image and goes on; a 1x1 image has no SSIM, not a crash -------------------
+def test_eval_leaves_out_unreadable_images_and_scores_tiny_ones(env: Path) -> None:
+    images = env / "set"
+    images.mkdir()
+    make_image(images / "good.png", size=(24, 20))
+    Image.new("RGB", (1, 1), (9, 99, 199)).save(images / "dot.png")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    args = [str(images), "--no-model", "--codecs", "jpeg", "--settings", "jpeg=50", "--no-fid"]
+    result = wetok(
+        "eval", *args, "--perceptual", "none", "--crops", "0", "--no-cache", "-o", "report", "--json"
+    )
+    assert result.exit_code == 1, result.output
+    assert "broken.png" in result.stderr and "left out" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == ["dot.png", "good.png"]

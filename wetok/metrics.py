@@ -141,9 +141,14 @@ def _ms_ssim(
     return float(torch.prod(torch.stack(factors) ** weights, dim=0).mean())
 
 
-def ssim_and_ms_ssim(a: ArrayLike, b: ArrayLike, data_range: float = 255.0) -> tuple[float, float | None]:
-    """``(SSIM, MS-SSIM)`` sharing the full-resolution pass; MS-SSIM is None when a side is ≤ 160 pixels."""
+def ssim_and_ms_ssim(
+    a: ArrayLike, b: ArrayLike, data_range: float = 255.0
+) -> tuple[float | None, float | None]:
+    """``(SSIM, MS-SSIM)`` sharing the full-resolution pass; MS-SSIM is None when a side is ≤ 160 pixels,
+    both are None when a side is below the 11-pixel window (a 1x1 image has no structure to compare)."""
     x, y = _pair(a, b)
+    if min(x.shape[-2:]) < _WIN_SIZE:
+        return None, None
     first = _ssim_and_cs(x, y, data_range)
     if min(x.shape[-2:]) <= (_WIN_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1):
         return float(first[0].mean()), None

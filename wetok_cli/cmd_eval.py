@@ -11,7 +11,7 @@ import click
 
 from wetok.eval.classic import CLASSIC_CODECS
 from wetok.fileio import IMAGE_SUFFIXES
-from wetok_cli.common import SEED_TYPE, device_option, expand_inputs, resolve_device
+from wetok_cli.common import SEED_TYPE, device_option, escape, expand_inputs, resolve_device, user_message
 
 
 def _codec_list(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -178,7 +178,15 @@ def eval_cmd(
         options.cache_dir = None
     elif cache_dir is not None:
         options.cache_dir = cache_dir
-    loaded = load_images(paths)
+    unreadable: list[Path] = []
+
+    def skip(path: Path, error: Exception) -> None:
+        unreadable.append(path)
+        click.echo(f"Error: {escape(str(path))}: {user_message(error) or error}; left out", err=True)
+
+    loaded = load_images(paths, on_error=skip)
+    if not loaded:
+        raise click.ClickException("no readable images to evaluate")
     with _Status() as say:
         report = run_eval(loaded, codec_objs, options, progress=say)
     _write_outputs(report, [rgb for _, rgb in loaded], out, crops)
@@ -186,6 +194,8 @@ def eval_cmd(
         click.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     else:
         _print_tables(report)
+    if unreadable:
+        raise click.exceptions.Exit(1)  # as every command: some inputs failed, the others were processed
 
 
 def _image_paths(images: tuple[str, ...]) -> list[Path]:

@@ -177,13 +177,26 @@ class EvalReport:
 # ---- inputs -------------------------------------------------------------------------------------------
 
 
-def load_images(paths: Sequence[Path]) -> list[tuple[str, np.ndarray]]:
-    """``(name, uint8 RGB [H, W, 3])`` per file; names are file names, or paths where those repeat."""
+def load_images(
+    paths: Sequence[Path], on_error: Callable[[Path, Exception], None] | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """``(name, uint8 RGB [H, W, 3])`` per file; names are file names, or paths where those repeat.
+
+    A file that cannot be read raises, unless ``on_error(path, error)`` is given: then it is reported
+    there and left out, so one bad file does not end a long evaluation."""
     from wetok.image import open_image
 
     names = [p.name for p in paths]
     unique = len(set(names)) == len(names)
-    return [(p.name if unique else str(p), open_image(p)) for p in paths]
+    loaded = []
+    for p in paths:
+        try:
+            loaded.append((p.name if unique else str(p), open_image(p)))
+        except Exception as e:
+            if on_error is None or not isinstance(e, (OSError, ValueError, SyntaxError, EOFError)):
+                raise
+            on_error(p, e)
+    return loaded
 
 
 # ---- scoring ------------------------------------------------------------------------------------------
