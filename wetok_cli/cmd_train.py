@@ -73,5 +73,5 @@ def train_cmd(
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
+    text = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip()  # KeyError's str() quotes
     return text.splitlines()[0] if text else type(e).__name__
