@@ -309,7 +309,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bo
     ``resume`` an existing run in ``cfg.out`` is refused (:class:`RunExistsError`) unless ``force``,
     which starts over: the old checkpoint is deleted before the first step."""
     out = Path(cfg.out)
-    check_run_folder(out, resume, force)
+    if int(os.environ.get("RANK", 0)) == 0:  # other ranks could see files rank 0 has just begun to write
+        check_run_folder(out, resume, force)
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
     if cfg.threads:
