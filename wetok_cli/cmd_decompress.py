@@ -18,6 +18,7 @@ from wetok_cli.common import (
     InputError,
     Reporter,
     UsageProblem,
+    check_writable,
     device_option,
     finite_number,
     read_wtk_input,
@@ -71,6 +72,12 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"
     type=click.Path(exists=True, path_type=Path),
     help="Original image (or folder of originals, matched by name) to report PSNR against.",
 )
+@click.option(
+    "--compare",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Original image: also write OUTPUT.html, a page comparing it with the decoded image and with "
+    "JPEG / WebP / AVIF at the same file size (one .wtk file, decoded to a file).",
+)
 @device_option
 @force_option
 @reporting_options
@@ -82,6 +89,7 @@ def decompress_cmd(
     noise_scale: float,
     model: str | None,
     reference: Path | None,
+    compare: Path | None,
     device: str,
     force: bool,
     quiet: bool,
@@ -95,6 +103,8 @@ def decompress_cmd(
     one whose id the file carries, unless --model says otherwise.
     """
     fmt = _check_format(fmt, out) or _format_from(out)
+    if compare and (len(files) != 1 or "-" in (files[0], out)):
+        raise UsageProblem("--compare takes one .wtk file decoded to a file (not stdin or stdout)")
     reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
     models: list[_ModelCache] = []
 
@@ -102,7 +112,7 @@ def decompress_cmd(
         models.append(_ModelCache(model, resolve_device(device), reporter))
 
     def work(item: Input, dst: Path | None) -> None:
-        _decompress_one(
+        image, size = _decompress_one(
             models[0],
             item,
             dst,
@@ -112,6 +122,8 @@ def decompress_cmd(
             reference=reference,
             reporter=reporter,
         )
+        if compare:
+            _write_compare(compare, item, dst, image, size, force, reporter)
 
     for_each_file(
         files,
@@ -137,7 +149,7 @@ def _decompress_one(
     noise_scale: float,
     reference: Path | None,
     reporter: Reporter,
-) -> None:
+) -> tuple[Any, int]:
     from wetok.codec import read_info
     from wetok.errors import ModelMismatchError
     from wetok.zoo import name_mismatch
@@ -176,6 +188,26 @@ def _decompress_one(
         line += f", PSNR {quality:.2f} dB"
         record["psnr"] = quality
     reporter.done(line, record)
+    return image, info.bytes
+
+
+def _write_compare(
+    original: Path, item: Input, dst: Path, image: Any, size: int, force: bool, reporter: Reporter
+) -> None:
+    """The one-image comparison page of ``--compare``, beside the decoded image."""
+    import numpy as np
+
+    from wetok.eval.html import compare_page, write_page
+    from wetok.image import open_image
+
+    page_path = dst.with_suffix(".html")
+    check_writable(page_path, force)
+    try:
+        page = compare_page(item.display, open_image(original), np.asarray(image), size)
+    except ValueError as e:
+        raise InputError(f"--compare {original}: {e}") from None
+    write_page(page, page_path, embed=True)
+    reporter.done(f"comparison page -> {page_path}", {"input": item.display, "compare": str(page_path)})
 
 
 class _ModelCache:

@@ -111,6 +111,11 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
     help="Images (rows) in crops.png; 0 for none.",
 )
 @click.option(
+    "--html",
+    is_flag=True,
+    help="Also write report.html: table, RD plot, and per image a before/after slider with zoom.",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -137,6 +142,7 @@ def eval_cmd(
     fid_patch: int | None,
     perceptual: str,
     crops: int,
+    html: bool,
     cache_dir: Path | None,
     no_cache: bool,
     seed: int,
@@ -189,7 +195,7 @@ def eval_cmd(
         raise click.ClickException("no readable images to evaluate")
     with _Status() as say:
         report = run_eval(loaded, codec_objs, options, progress=say)
-    _write_outputs(report, [rgb for _, rgb in loaded], out, crops)
+    _write_outputs(report, [rgb for _, rgb in loaded], out, crops, html)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     else:
@@ -243,7 +249,7 @@ class _Status:
             self._status.__exit__(*exc)
 
 
-def _write_outputs(report: Any, originals: list[Any], out: Path, crops: int) -> None:
+def _write_outputs(report: Any, originals: list[Any], out: Path, crops: int, html: bool = False) -> None:
     from wetok.eval.evaluate import write_json
     from wetok.eval.report import crops_figure, plot_rd
 
@@ -256,6 +262,10 @@ def _write_outputs(report: Any, originals: list[Any], out: Path, crops: int) -> 
         written.append(out / "rd.png")
     if crops and report.recons:
         written.append(crops_figure(report, originals, out / "crops.png", rows=crops))
+    if html:
+        from wetok.eval.html import eval_page, write_page
+
+        written.append(write_page(eval_page(report, originals), out / "report.html"))
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
 
 

@@ -4,6 +4,7 @@
 * :mod:`wetok.eval.stats`: set-level statistics: perceptual scorer, FID / KID features, codebook usage.
 * :mod:`wetok.eval.classic`: JPEG, WebP, AVIF, JPEG 2000 through Pillow, and size matching.
 * :mod:`wetok.eval.report`: tables, RD plot and crops figure.
+* :mod:`wetok.eval.html`: ``report.html``, the page with before/after sliders (``--html``, ``--compare``).
 
 The image-quality metrics shared with training live outside this package: :mod:`wetok.metrics` (PSNR,
 SSIM, MS-SSIM, Fréchet distance, KID) and :mod:`wetok.perceptual` (the perceptual networks, also the

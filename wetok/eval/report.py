@@ -99,6 +99,11 @@ def codebook_table(report: EvalReport) -> Any:
     return table
 
 
+def summary_rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
+    """The summary table as text cells: ``(header, rows)``."""
+    return _headers(report), [_cells(row, bool(report.perceptual)) for row in report.summary()]
+
+
 def markdown_table(report: EvalReport, kinds: tuple[str, ...] = ("model", "matched")) -> str:
     """The summary rows of ``kinds`` as a GitHub markdown table."""
     head = _headers(report)
