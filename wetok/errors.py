@@ -65,6 +65,10 @@ class OutputError(WetokError, ValueError):
     neither a regular file nor something written into (a device, a FIFO)."""
 
 
+class ShardError(WetokError, ValueError):
+    """A token shard or index (``wetok tokenize`` output) is missing, damaged or from another run."""
+
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -73,6 +77,7 @@ __all__ = [
     "ModelNotFoundError",
     "OutputError",
     "PriorError",
+    "ShardError",
     "WetokError",
     "WtkFormatError",
 ]

@@ -26,6 +26,8 @@ COMMANDS = {
     "eval": "wetok_cli.cmd_eval:eval_cmd",
     "import": "wetok_cli.cmd_import:import_cmd",
     "fit-prior": "wetok_cli.cmd_fit_prior:fit_prior_cmd",
+    "tokenize": "wetok_cli.cmd_tokenize:tokenize_cmd",
+    "detokenize": "wetok_cli.cmd_detokenize:detokenize_cmd",
 }
 
 

@@ -1,0 +1,314 @@
+"""``wetok tokenize`` / ``detokenize`` and :class:`wetok.data.TokenDataset`: round trips against
+``Codec.encode_tokens``, resume after a kill, the torchrun split (2 gloo processes), bad input."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+from PIL import Image
+
+from tests.conftest import tiny_model
+from wetok import fileio, shards
+from wetok.codec import Codec
+from wetok.data import TokenDataset
+from wetok.errors import ShardError
+from wetok.image import open_image
+from wetok.prior import Prior
+from wetok.shards import token_dtype
+from wetok.tokenize_images import Preprocess, TokenizeOptions, tokenize_images
+from wetok_cli.main import cli
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    model = tiny_model(0)
+    model.save_pretrained(path)
+    Prior.uniform(model.config.groups, model.config.group_bits).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Seven smooth random images of different sizes and aspect ratios (and one grayscale)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate([(40, 56), (37, 29), (64, 64), (21, 50), (48, 33), (30, 30), (52, 44)]):
+        small = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)
+        img = img.convert("L") if i == 3 else img
+        paths.append(root / f"im{i}.png")
+        img.save(paths[-1])
+    return paths
+
+
+def _run(args: list[str], model_dir: Path) -> object:
+    result = CliRunner().invoke(cli, [*args], env={"WETOK_MODELS": str(model_dir.parent)})
+    return result
+
+
+@pytest.mark.parametrize(
+    ("size", "crop", "workers"), [("32", "center", 0), ("24", "none", 2), ("none", "center", 0)]
+)
+def test_tokens_round_trip_through_dataset(
+    tmp_path: Path, model_dir: Path, images: list[Path], size: str, crop: str, workers: int
+) -> None:
+    out = tmp_path / "tok"
+    result = _run(
+        [
+            "tokenize",
+            *map(str, images),
+            "-o",
+            str(out),
+            "-m",
+            str(model_dir),
+            "--size",
+            size,
+            "--crop",
+            crop,
+            "--shard-size",
+            "3",
+            "--batch-size",
+            "2",
+            "--workers",
+            str(workers),
+            "--device",
+            "cpu",
+        ],
+        model_dir,
+    )
+    assert result.exit_code == 0, result.output
+    codec = Codec.from_pretrained(model_dir)
+    prep = Preprocess(None if size == "none" else int(size), crop)
+    ds = TokenDataset(out)
+    assert len(ds) == len(images) and len(ds.index["shards"]) == 3
+    assert ds.index["dtype"] == "uint8" and ds.index["model"]["model_id"] == codec.model_id_hex
+    for i, path in enumerate(images):
+        expected, _ = codec.encode_tokens(prep(open_image(path)))
+        assert torch.equal(ds[i], expected[0]), f"item {i} ({path.name})"
+        h, w = open_image(path).shape[:2]
+        assert (ds.items[i]["source"], ds.items[i]["height"], ds.items[i]["width"]) == (str(path), h, w)
+    if size != "none":
+        side = int(size) // codec.model.config.downsample
+        assert shards.read_shard(out / "shard-00000.safetensors")[0]["tokens"].shape == (3, side, side, 2)
+
+
+def test_narrowest_dtype() -> None:
+    assert [token_dtype(b) for b in (1, 8, 9, 16, 17)] == [np.uint8, np.uint8, np.uint16, np.uint16, np.int32]
+
+
+def test_resume_after_kill_gives_identical_shards(
+    tmp_path: Path, model_dir: Path, images: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = Codec.from_pretrained(model_dir)
+    sources = [str(p) for p in images]
+    options = TokenizeOptions(Preprocess(32), shard_size=2, batch_size=2)
+    tokenize_images(codec, sources, tmp_path / "clean", options)
+
+    real_write, calls = fileio.write_atomic, []
+
+    def killed_on_second_shard(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 3:  # run.json, shard 0, then a kill while shard 1 is being written
+            (path.parent / f".{path.name}.xyz.part").write_bytes(data[: len(data) // 2])
+            raise KeyboardInterrupt
+        real_write(path, data)
+
+    monkeypatch.setattr(fileio, "write_atomic", killed_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_images(codec, sources, tmp_path / "resumed", options)
+    monkeypatch.setattr(fileio, "write_atomic", real_write)
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("shard-*")) == ["shard-00000.safetensors"]
+    mtime = (tmp_path / "resumed" / "shard-00000.safetensors").stat().st_mtime_ns
+    tokenize_images(codec, sources, tmp_path / "resumed", options)
+
+    clean = sorted((tmp_path / "clean").glob("shard-*"))
+    assert len(clean) == 4
+    for path in clean:
+        assert (tmp_path / "resumed" / path.name).read_bytes() == path.read_bytes()
+    assert (tmp_path / "resumed" / "shard-00000.safetensors").stat().st_mtime_ns == mtime  # kept, not redone
+    assert not list((tmp_path / "resumed").glob(".*.part"))
+
+
+def test_other_settings_into_same_folder_are_refused(
+    tmp_path: Path, model_dir: Path, images: list[Path]
+) -> None:
+    args = [
+        "tokenize",
+        str(images[0]),
+        str(images[1]),
+        "-o",
+        str(tmp_path / "t"),
+        "-m",
+        str(model_dir),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--size",
+    ]
+    assert _run([*args, "32"], model_dir).exit_code == 0
+    again = _run([*args, "32"], model_dir)
+    assert again.exit_code == 0, again.output
+    other = _run([*args, "48"], model_dir)
+    assert other.exit_code == 1
+    assert "other settings (preprocess differ)" in other.output
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    busy = _run([*args[:4], str(tmp_path / "busy"), *args[5:], "32"], model_dir)
+    assert busy.exit_code == 1 and "is not empty and holds no `wetok tokenize` run" in busy.output
+
+
+def test_unreadable_images_are_listed_or_fatal_with_strict(
+    tmp_path: Path, model_dir: Path, images: list[Path]
+) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{images[0]}\nbroken.png\n# a comment\n{images[1]}\n")
+    out = tmp_path / "t"
+    result = _run(
+        [
+            "tokenize",
+            str(listing),
+            "-o",
+            str(out),
+            "-m",
+            str(model_dir),
+            "--workers",
+            "0",
+            "--size",
+            "16",
+            "--device",
+            "cpu",
+        ],
+        model_dir,
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 images could not be read" in result.output
+    ds = TokenDataset(out)
+    assert [it["source"] for it in ds.items] == [str(images[0]), str(images[1])]
+    assert ds.index["skipped"] == [
+        {"source": str(bad), "error": "not an image, or a format Pillow cannot read"}
+    ]
+    strict = _run(
+        [
+            "tokenize",
+            str(listing),
+            "-o",
+            str(tmp_path / "s"),
+            "-m",
+            str(model_dir),
+            "--workers",
+            "0",
+            "--strict",
+            "--device",
+            "cpu",
+        ],
+        model_dir,
+    )
+    assert strict.exit_code == 1 and f"{bad}: not an image" in strict.output
+
+
+def test_damaged_shard_is_named(tmp_path: Path, model_dir: Path, images: list[Path]) -> None:
+    codec = Codec.from_pretrained(model_dir)
+    tokenize_images(codec, [str(p) for p in images], tmp_path, TokenizeOptions(Preprocess(16), shard_size=4))
+    shard = tmp_path / "shard-00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    ds = TokenDataset(tmp_path)
+    assert ds[0].shape == (*ds.token_grid[:2], 2)  # shard 0 is intact
+    with pytest.raises(ShardError, match=f"token shard {shard} fails its checksum"):
+        ds[5]
+    shard.write_bytes(b"\x10")
+    with pytest.raises(ShardError, match="shard-00001.safetensors is truncated"):
+        TokenDataset(tmp_path, cache_shards=1)[6]
+
+
+def test_detokenize_grid(tmp_path: Path, model_dir: Path, images: list[Path]) -> None:
+    out = tmp_path / "t"
+    assert (
+        _run(
+            [
+                "tokenize",
+                *map(str, images[:5]),
+                "-o",
+                str(out),
+                "-m",
+                str(model_dir),
+                "--workers",
+                "0",
+                "--size",
+                "16",
+                "--device",
+                "cpu",
+            ],
+            model_dir,
+        ).exit_code
+        == 0
+    )
+    result = _run(
+        [
+            "detokenize",
+            str(out),
+            "--items",
+            "1:5",
+            "-o",
+            str(tmp_path / "g.png"),
+            "--columns",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        model_dir,
+    )
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "g.png").size == (2 * 16 + 2, 2 * 16 + 2)
+    again = _run(["detokenize", str(out), "-o", str(tmp_path / "g.png")], model_dir)
+    assert again.exit_code == 1 and "already exists" in again.output
+    empty = _run(["detokenize", str(out), "--items", "9:12", "-o", str(tmp_path / "h.png")], model_dir)
+    assert empty.exit_code == 1 and "selects nothing from 5 items" in empty.output
+
+
+def _rank_worker(rank: int, world: int, port: int, model_dir: str, sources: list[str], out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    codec = Codec.from_pretrained(model_dir)
+    index = tokenize_images(codec, sources, Path(out), TokenizeOptions(Preprocess(16), shard_size=2))
+    assert (index is not None) == (rank == 0)
+    dist.destroy_process_group()
+
+
+def test_two_ranks_split_the_shards_and_write_one_index(
+    tmp_path: Path, model_dir: Path, images: list[Path]
+) -> None:
+    sources = [str(p) for p in images]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(
+        _rank_worker, args=(2, port, str(model_dir), sources, str(tmp_path / "ddp")), nprocs=2, join=True
+    )
+    tokenize_images(
+        Codec.from_pretrained(model_dir),
+        sources,
+        tmp_path / "one",
+        TokenizeOptions(Preprocess(16), shard_size=2),
+    )
+    ddp, one = TokenDataset(tmp_path / "ddp"), TokenDataset(tmp_path / "one")
+    assert len(ddp) == len(one) == len(images) and len(ddp.index["shards"]) == 4
+    assert ddp.items == one.items
+    for name in ("shard-00000.safetensors", "shard-00001.safetensors", "shard-00003.safetensors"):
+        assert (tmp_path / "ddp" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()

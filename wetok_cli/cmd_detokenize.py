@@ -1,0 +1,118 @@
+"""``wetok detokenize``: decode items of a token dataset into one grid image, to look at what was stored."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wetok_cli.common import device_option, resolve_device
+
+MAX_ITEMS = 256
+
+
+def _items(_ctx: click.Context, _param: click.Parameter, value: str) -> slice:
+    """``A:B`` (Python slice, ends optional), or a single index ``A``."""
+    try:
+        if ":" not in value:
+            i = int(value)
+            return slice(i, i + 1 if i != -1 else None)
+        parts = [int(p) if p.strip() else None for p in value.split(":")]
+    except ValueError:
+        parts = []
+    if not 2 <= len(parts) <= 3:
+        raise click.BadParameter(f"{value!r}: give START:STOP (e.g. 0:16) or one index")
+    return slice(*parts)
+
+
+@click.command("detokenize")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--items",
+    default="0:16",
+    show_default=True,
+    callback=_items,
+    help="Items to decode, START:STOP[:STEP] (Python slice) or one index.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The grid image (PNG unless the suffix says otherwise).",
+)
+@click.option("--columns", type=click.IntRange(1), default=None, help="Grid columns.  [default: ~square]")
+@click.option("-m", "--model", help="Model name or directory.  [default: the one index.json names]")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed of a generative decoder.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the output image.")
+@device_option
+def detokenize_cmd(
+    dataset: Path,
+    items: slice,
+    out: Path,
+    columns: int | None,
+    model: str | None,
+    seed: int,
+    force: bool,
+    device: str,
+) -> None:
+    """Decode items of a `wetok tokenize` DATASET folder and save them as one grid image."""
+    from wetok.data import TokenDataset
+    from wetok_cli.common import check_writable, write_output
+
+    check_writable(out, force)
+    ds = TokenDataset(dataset)
+    picks = range(len(ds))[items]
+    if not picks:
+        raise click.ClickException(f"--items selects nothing from {len(ds)} items")
+    if len(picks) > MAX_ITEMS:
+        raise click.ClickException(f"--items selects {len(picks)} items; at most {MAX_ITEMS} in one grid")
+    codec = _codec(ds, model, resolve_device(device))
+    images = [codec.decode_tokens(ds[i][None], ds.image_size(i), seed=seed) for i in picks]
+    grid = image_grid(images, columns or math.ceil(math.sqrt(len(images))))
+    buffer = io.BytesIO()
+    grid.save(buffer, format=_format(out))
+    write_output(out, buffer.getvalue())
+    click.echo(
+        f"{len(images)} items ({picks.start}..{picks[-1]}) -> {out} ({grid.width}x{grid.height})", err=True
+    )
+
+
+def _codec(ds: Any, model: str | None, device: Any) -> Any:
+    from wetok.zoo import ModelNotFoundError, find_codec_by_model_id, load_codec
+
+    wanted = ds.index["model"]["model_id"]
+    try:
+        codec = (
+            load_codec(model, device=device)
+            if model
+            else find_codec_by_model_id(bytes.fromhex(wanted), device=device)
+        )
+    except ModelNotFoundError as e:
+        raise click.ClickException(f"{e}; pass --model NAME|DIR") from None
+    if codec.model_id_hex != wanted:
+        raise click.ClickException(
+            f"--model {model} is {codec.model_id_hex}; these tokens were made by "
+            f"{ds.index['model']['name']} ({wanted})"
+        )
+    return codec
+
+
+def image_grid(images: list, columns: int, gap: int = 2) -> object:
+    """PIL images pasted row by row on a white sheet, each in a cell as large as the largest."""
+    from PIL import Image
+
+    cw, ch = max(im.width for im in images), max(im.height for im in images)
+    rows = math.ceil(len(images) / columns)
+    sheet = Image.new("RGB", (columns * (cw + gap) - gap, rows * (ch + gap) - gap), "white")
+    for k, im in enumerate(images):
+        sheet.paste(im, ((k % columns) * (cw + gap), (k // columns) * (ch + gap)))
+    return sheet
+
+
+def _format(out: Path) -> str:
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(out.suffix.lower(), "PNG")
