@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -139,6 +140,8 @@ class Browser:
             text=True,
         )
         port = self._port()
+        # Keep reading the browser's log so that a chatty browser never blocks on a full pipe.
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
         page = self._page_target(port)
         self.ws = WebSocket(page["webSocketDebuggerUrl"])
         self.next_id, self.events = 0, []

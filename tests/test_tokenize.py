@@ -279,15 +279,26 @@ def test_detokenize_grid(tmp_path: Path, model_dir: Path, images: list[Path]) ->
     assert empty.exit_code == 1 and "selects nothing from 5 items" in empty.output
 
 
-def _rank_worker(rank: int, world: int, port: int, model_dir: str, sources: list[str], out: str) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_worker(
+    rank: int, world: int, port: int, model_dir: str, sources: list[str], out: str, size: int = 16
+) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     import torch.distributed as dist
 
     dist.init_process_group("gloo")
     codec = Codec.from_pretrained(model_dir)
-    index = tokenize_images(codec, sources, Path(out), TokenizeOptions(Preprocess(16), shard_size=2))
-    assert (index is not None) == (rank == 0)
+    try:
+        index = tokenize_images(codec, sources, Path(out), TokenizeOptions(Preprocess(size), shard_size=2))
+        assert (index is not None) == (rank == 0)
+    except ShardError as e:  # every rank gets rank 0's refusal (none waits forever at a barrier)
+        Path(f"{out}.refused.{rank}").write_text(str(e))
     dist.destroy_process_group()
 
 
@@ -295,11 +306,11 @@ def test_two_ranks_split_the_shards_and_write_one_index(
     tmp_path: Path, model_dir: Path, images: list[Path]
 ) -> None:
     sources = [str(p) for p in images]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     mp.spawn(
-        _rank_worker, args=(2, port, str(model_dir), sources, str(tmp_path / "ddp")), nprocs=2, join=True
+        _rank_worker,
+        args=(2, _free_port(), str(model_dir), sources, str(tmp_path / "ddp")),
+        nprocs=2,
+        join=True,
     )
     tokenize_images(
         Codec.from_pretrained(model_dir),
@@ -312,3 +323,9 @@ def test_two_ranks_split_the_shards_and_write_one_index(
     assert ddp.items == one.items
     for name in ("shard-00000.safetensors", "shard-00001.safetensors", "shard-00003.safetensors"):
         assert (tmp_path / "ddp" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    # The same two ranks into that folder with other settings: both refuse, with rank 0's message.
+    mp.spawn(
+        _rank_worker, args=(2, _free_port(), str(model_dir), sources, str(tmp_path / "ddp"), 24), nprocs=2
+    )
+    messages = {(tmp_path / f"ddp.refused.{r}").read_text() for r in (0, 1)}
+    assert len(messages) == 1 and "other settings (preprocess differ)" in messages.pop()

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from wetok import shards
 from wetok.codec import Codec
-from wetok.errors import ShardError
+from wetok.errors import ShardError, WetokError
 from wetok.image import array_to_tensor, open_image, pad_to_multiple
 from wetok.shards import INDEX_NAME, RUN_NAME
 
@@ -40,7 +40,7 @@ CROPS = ("center", "none")
 Progress = Callable[[int, int], None]  # (images just done, images this rank has to do)
 
 
-class ImageReadError(ShardError):
+class ImageReadError(WetokError, ValueError):
     """An input image could not be read (``--strict`` makes this fatal; otherwise it is listed)."""
 
 
@@ -201,12 +201,7 @@ def tokenize_images(
         raise ValueError("no images to tokenize")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     settings = run_settings(codec, sources, options)
-    check_run(out, settings)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / RUN_NAME).exists():
-            shards.write_json(out / RUN_NAME, settings)
-    _barrier()
+    _start_run(out, settings, rank)
     rid = run_id(settings)
     n_shards = math.ceil(len(sources) / options.shard_size)
     pending = [k for k in range(rank, n_shards, world) if not _shard_done(out, k, rid, warn)]
@@ -218,6 +213,26 @@ def tokenize_images(
         _encode_shards(codec, sources, out, options, spans, pending, rid, progress)
     _barrier()
     return write_index(out, codec, settings, n_shards) if rank == 0 else None
+
+
+def _start_run(out: Path, settings: dict[str, Any], rank: int) -> None:
+    """Rank 0 checks ``out`` and writes ``run.json``; every rank raises rank 0's refusal, if any. (Other
+    ranks must not look at ``out`` while rank 0 may be writing into it.)"""
+    problem = None
+    if rank == 0:
+        try:
+            check_run(out, settings)
+            out.mkdir(parents=True, exist_ok=True)
+            if not (out / RUN_NAME).exists():
+                shards.write_json(out / RUN_NAME, settings)
+        except ShardError as e:
+            problem = str(e)
+    if dist.is_initialized():
+        message = [problem]
+        dist.broadcast_object_list(message, src=0)
+        problem = message[0]
+    if problem:
+        raise ShardError(problem)
 
 
 def _barrier() -> None:
