@@ -167,20 +167,6 @@ class TrainConfig:
         write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-# Values a phase may change: the schedule of the optimisation, not what is trained or on what.
-PHASE_KEYS = frozenset(
-    {
-        "lr",
-        "l1_weight",
-        "perceptual_weight",
-        "entropy_weight",
-        "commitment_weight",
-        "adversarial_weight",
-        "lecam_weight",
-    }
-)
-
-
 def _check_phase(phase: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(phase, dict) or not isinstance(phase.get("until"), int) or phase["until"] < 1:
         raise ConfigError(f"phase {phase!r}: needs until = <first step after the phase, >= 1>")
@@ -212,6 +198,8 @@ _WEIGHTS = (
     "adversarial_weight",
     "lecam_weight",
 )
+# Values a phase may change: the schedule of the optimisation, not what is trained or on what.
+PHASE_KEYS = frozenset({"lr", *_WEIGHTS})
 _CHOICES = {
     "perceptual": ("effnet-lite0", "lpips-vgg", "none"),
     "export_dtype": EXPORT_DTYPE_NAMES,
