@@ -1,10 +1,13 @@
 """Entropy-coding benchmark: size over the Shannon ideal, coding speed, and coding's share of encode time.
 
-Tokens are sampled from a skewed synthetic prior (a Zipf law over each group's symbols, shuffled per group)
-on the token grid of a 768×512 image at f16 (48×32 tokens). The model timing uses an untrained tokenizer of
-the ``cpu-f16`` preset (its cost does not depend on its weights).
+Static/raw rows: tokens sampled from a skewed synthetic prior (a Zipf law over each group's symbols,
+shuffled per group) on the token grid of a 768×512 image at f16 (48×32 tokens). Context rows: the bundled
+``default`` model's prior and context model, on the tokens of ``examples/washington_monument.png`` tiled
+over the token grid of a 768×512 and a 4096×4096 image (256×256 tokens), static beside context on the
+same tokens; plus a context model fitted to a 6-group × 8-bit grid (speed only). The model timing uses an
+untrained tokenizer of the ``cpu-f16`` preset (its cost does not depend on its weights).
 
-    .venv/bin/python benchmarks/coding.py [--json] [--repeats 20]
+    .venv/bin/python benchmarks/coding.py [--json] [--repeats 20] [--no-model]
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,8 +23,11 @@ import torch
 from wetok import Tokenizer, TokenizerConfig
 from wetok import format as fmt
 from wetok.codec import Codec
-from wetok.entropy import RangeCoder, encode_payload, pack_bits, unpack_bits
+from wetok.context import ContextModel
+from wetok.context_fit import fit_context_model
+from wetok.entropy import ContextCoder, RangeCoder, encode_payload, pack_bits, unpack_bits
 from wetok.prior import PRIOR_TOTAL, Prior, fit_prior, quantize_frequencies
+from wetok.zoo import BUNDLED_DIR, load_codec
 
 GRID = (32, 48)  # 512 rows × 768 columns of pixels at f16
 
@@ -80,6 +87,70 @@ def coding_row(groups: int, bits: int, mode: str, repeats: int) -> dict:
     }
 
 
+def example_tokens(h: int, w: int) -> np.ndarray:
+    """Tokens ``[h, w, g]`` of the example photo (encoded by the bundled default model), tiled over the grid:
+    real, spatially correlated tokens without any data set."""
+    photo = Path(__file__).resolve().parent.parent / "examples" / "washington_monument.png"
+    tokens, _ = load_codec("default").encode_tokens(photo)
+    t = tokens[0].numpy()
+    return np.ascontiguousarray(np.tile(t, (-(-h // t.shape[0]), -(-w // t.shape[1]), 1))[:h, :w])
+
+
+def context_rows(repeats: int) -> list[dict]:
+    """static vs context on the bundled default model's tables, plus a 6x8-bit context model's speed."""
+    directory = BUNDLED_DIR / "default"
+    prior, context = Prior.load(directory), ContextModel.load(directory)
+    coder, static = ContextCoder(context), RangeCoder(prior)
+    rows = []
+    for name, (h, w) in (("768x512", GRID), ("4096x4096", (256, 256))):
+        tokens = example_tokens(h, w)
+        reps = repeats if h * w < 10_000 else max(1, repeats // 10)
+        for mode, enc, dec in (
+            (
+                "static",
+                lambda t=tokens: static.encode(t.reshape(-1, prior.groups)),
+                lambda data, n=h * w: static.decode(data, n),
+            ),
+            ("context", lambda t=tokens: coder.encode(t), lambda data, h=h, w=w: coder.decode(data, h, w)),
+        ):
+            data = enc()
+            rows.append(
+                _speed_row(f"default {name}", mode, tokens, data, enc, lambda d=data, f=dec: f(d), reps)
+            )
+    five = example_tokens(*GRID)  # a sixth group derived from two others: real spatial structure
+    tokens = np.concatenate([five, (five[..., :1] + five[..., 1:2]) % 256], axis=-1)
+    six = ContextCoder(fit_context_model([tokens], 6, 8, epochs=2))
+    data = six.encode(tokens)
+    rows.append(
+        _speed_row(
+            "6x8 768x512",
+            "context",
+            tokens,
+            data,
+            lambda: six.encode(tokens),
+            lambda: six.decode(data, *GRID),
+            repeats,
+        )
+    )
+    return rows
+
+
+def _speed_row(tables: str, mode: str, tokens: np.ndarray, data: bytes, enc, dec, repeats: int) -> dict:
+    n = tokens.shape[0] * tokens.shape[1]
+    enc_s, dec_s = best_time(enc, repeats), best_time(dec, repeats)
+    return {
+        "tables": tables,
+        "mode": mode,
+        "tokens": n,
+        "payload_bytes": len(data),
+        "bits_per_token": 8 * len(data) / n,
+        "encode_ms": 1e3 * enc_s,
+        "decode_ms": 1e3 * dec_s,
+        "encode_Msym_per_s": tokens.size / enc_s / 1e6,
+        "decode_Msym_per_s": tokens.size / dec_s / 1e6,
+    }
+
+
 def model_share(repeats: int) -> dict:
     """Coding time as a share of a whole ``compress`` of a 768×512 image with the cpu-f16 preset."""
     torch.manual_seed(0)
@@ -110,9 +181,10 @@ def main() -> None:
     args = parser.parse_args()
     shapes = [(4, 8), (5, 8), (1, 18)]
     rows = [coding_row(g, b, mode, args.repeats) for g, b in shapes for mode in ("raw", "static")]
+    ctx_rows = context_rows(args.repeats)
     share = None if args.no_model else model_share(args.repeats)
     if args.json:
-        print(json.dumps({"grid": GRID, "rows": rows, "model": share}, indent=2))
+        print(json.dumps({"grid": GRID, "rows": rows, "context_rows": ctx_rows, "model": share}, indent=2))
         return
     cols = [
         "g",
@@ -131,6 +203,27 @@ def main() -> None:
     for row in rows:
         print(
             " | ".join(f"{row[c]:>12.4g}" if isinstance(row[c], float) else f"{row[c]!s:>12}" for c in cols)
+        )
+    print(
+        f"\ncontext vs static (symbols = tokens x g; {torch.get_num_threads()} torch threads, numpy as set "
+        "by "
+        "OMP_NUM_THREADS)"
+    )
+    cols = [
+        "tables",
+        "mode",
+        "tokens",
+        "payload_bytes",
+        "bits_per_token",
+        "encode_ms",
+        "decode_ms",
+        "encode_Msym_per_s",
+        "decode_Msym_per_s",
+    ]
+    print(" | ".join(f"{c:>17}" for c in cols))
+    for row in ctx_rows:
+        print(
+            " | ".join(f"{row[c]:>17.4g}" if isinstance(row[c], float) else f"{row[c]!s:>17}" for c in cols)
         )
     if share:
         print(", ".join(f"{k} {v:.4g}" for k, v in share.items()))

@@ -31,9 +31,9 @@ def render(report: EvalReport, model: str, model_id: str, seconds: float) -> str
     for run, stats in report.codebook.items():
         usage = ", ".join(f"{100 * g.usage:.0f}%" for g in stats.groups)
         lines.append(
-            f"- {report.labels[run]} (`{model_id}`): {stats.coded_bits:.2f} coded bits/token "
-            f"(prior {stats.prior_bits:.2f}, empirical entropy {stats.entropy:.2f}); codebook usage "
-            f"per group {usage}"
+            f"- {report.labels[run]} (`{model_id}`): {stats.coded_bits:.2f} coded bits/token in its default "
+            f"mode (static prior {stats.prior_bits:.2f}, empirical entropy {stats.entropy:.2f}); "
+            f"codebook usage per group {usage}"
         )
     lines += [f"- {note}" for note in report.notes]
     lines.append(

@@ -16,7 +16,7 @@ BUNDLED = Path(wetok.__file__).parent / "models" / "default"
 
 def test_bundled_files_are_small_and_complete() -> None:
     names = {p.name for p in BUNDLED.iterdir()}
-    assert {"config.json", "model.safetensors", "prior.json"} <= names
+    assert {"config.json", "model.safetensors", "prior.json", "context.json"} <= names
     assert sum(p.stat().st_size for p in BUNDLED.iterdir()) <= 20 * 1024 * 1024
 
 
@@ -42,3 +42,13 @@ def test_default_model_round_trip(codec: wetok.Codec) -> None:
     assert out.shape == image.shape
     assert psnr(image, out) > 14  # trained: 16.3 dB; the same architecture with random weights: 11.2 dB
     assert np.array_equal(out, np.asarray(codec.decompress(data, seed=0)))
+
+
+def test_default_model_keeps_its_id_and_codes_context(codec: wetok.Codec) -> None:
+    """Adding context.json left the model id of every old .wtk file of the bundled model unchanged."""
+    assert codec.model_id_hex == "e05400c6dcf8"
+    assert codec.default_mode == "context" and codec.context.model_id.hex() == "3de109a0"
+    tokens, size = codec.encode_tokens(_photo_like(64, 96))
+    context, static = codec.pack_tokens(tokens, size), codec.pack_tokens(tokens, size, "static")
+    assert wetok.read_info(context).mode == "context" and len(context) < len(static)
+    assert (codec.unpack_tokens(context)[0] == tokens).all()

@@ -398,13 +398,15 @@ def test_import_writes_a_uniform_prior_and_fit_prior_replaces_it(tmp_path: Path)
     assert uniform.groups == 2 and uniform.group_bits == 8 and uniform.bits_per_token() == pytest.approx(16)
     imported_id = stored_model_id(model_dir)
     assert imported_id == Codec.from_pretrained(model_dir).model_id  # written by the import
-    n = fit_model_prior(model_dir, _fixture_images(tmp_path / "img"), batch_size=4, force=True, min_tokens=0)
-    assert n == 8 * 8 + 8 * 7
+    images = _fixture_images(tmp_path / "img")
+    report = fit_model_prior(model_dir, images, batch_size=4, force=True, min_tokens=0)
+    assert report["tokens"] == 8 * 8 + 8 * 7
+    assert report["context"] < report["static"] and report["empirical_entropy"] <= report["static"]
     fitted = Prior.load(model_dir)
     tokens = torch.from_numpy(vec("tiny_f8", "indices.npy"))
     assert fitted.ideal_bits(tokens) < uniform.ideal_bits(tokens)
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(
-        [IMPORT_INFO_NAME, PRIOR_NAME, WEIGHTS_NAME, MODEL_ID_NAME, "config.json"]
+        [IMPORT_INFO_NAME, PRIOR_NAME, WEIGHTS_NAME, MODEL_ID_NAME, "config.json", "context.json"]
     )
     # A new prior is a new model id, stored again by fit-prior.
     assert stored_model_id(model_dir) == Codec.from_pretrained(model_dir).model_id != imported_id
@@ -426,11 +428,13 @@ def test_cli_fit_prior(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "new")])
     assert result.exit_code == 0, result.output
     model_id = Codec.from_pretrained(tmp_path / "new").model_id_hex
-    assert json.loads(result.stdout) == {
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in ("model_dir", "images", "tokens", "model_id")} == {
         "model_dir": str(tmp_path / "new"),
         "images": 2,
         "tokens": 120,
         "model_id": model_id,
     }
+    assert {"static", "context", "empirical_entropy"} <= set(summary) and "bits/token" in result.stderr
     result = CliRunner().invoke(cli, ["fit-prior", str(tmp_path / "img"), str(tmp_path / "img" / "a.png")])
     assert result.exit_code == 1 and "not a wetok model directory" in result.stderr

@@ -16,13 +16,16 @@ EXPORT_DTYPES = {name: getattr(torch, name) for name in EXPORT_DTYPE_NAMES}
 
 @torch.no_grad()
 def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
-    """Write ``config.json``, ``model.safetensors`` (``cfg.export_dtype``) and ``prior.json``.
+    """Write ``config.json``, ``model.safetensors`` (``cfg.export_dtype``), ``prior.json`` and
+    ``context.json``.
 
-    The prior is fitted on tokens of ``cfg.prior_images`` training crops, encoded by the *exported* weights
-    (after the dtype round trip), so the tables match what ``wetok compress`` will produce.
+    The entropy tables (static prior and causal context model) are fitted on tokens of ``cfg.prior_images``
+    training crops, encoded by the *exported* weights (after the dtype round trip), so the tables match what
+    ``wetok compress`` will produce. Their bits/token on those tokens are printed.
     """
+    from wetok.context_fit import fit_entropy_tables
     from wetok.modeldir import model_id_of, write_model_id
-    from wetok.prior import fit_prior
+    from wetok.prior import Prior
 
     ema = ema.eval()
     ema.save_pretrained(directory, dtype=EXPORT_DTYPES[cfg.export_dtype])
@@ -33,8 +36,13 @@ def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
             data = CropDataset(cfg.data, max(cfg.crop, cfg.prior_crop), seed=cfg.seed + 1, zoom_prob=0)
     except ValueError:
         data = CropDataset(cfg.data, cfg.crop, seed=cfg.seed + 1, zoom_prob=0)
-    batches = (model.encode(data[i].unsqueeze(0)) for i in range(cfg.prior_images))
-    prior = fit_prior(batches, model.config.groups, model.config.group_bits)
-    prior.save(directory)
-    write_model_id(directory, model_id_of(model.weights_sha256, prior))
+    tokens = [model.encode(data[i].unsqueeze(0)).cpu() for i in range(cfg.prior_images)]
+    report = fit_entropy_tables(tokens, model.config.groups, model.config.group_bits, directory)
+    write_model_id(directory, model_id_of(model.weights_sha256, Prior.load(directory)))
+    print(
+        "entropy tables: "
+        + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items())
+        + " (bits/token)",
+        flush=True,
+    )
     return directory

@@ -1,6 +1,8 @@
 """The image codec: image ↔ tokens ↔ ``.wtk`` bytes, with any image size and bounded memory.
 
-A :class:`Codec` bundles a :class:`~wetok.tokenizer.Tokenizer` with its static :class:`~wetok.prior.Prior`.
+A :class:`Codec` bundles a :class:`~wetok.tokenizer.Tokenizer` with its entropy tables: the static
+:class:`~wetok.prior.Prior` and, when the model has one, a causal :class:`~wetok.context.ContextModel`
+(then ``context`` is the default coding mode; otherwise ``static``).
 Images are padded to a multiple of ``f`` (reflect) and cropped back after decoding. Grids larger than a tile
 are encoded and decoded tile by tile: encoder tiles see a margin of context whose tokens are discarded;
 decoder tiles overlap, share one noise tensor and the whole image's AdaGN statistics, and are blended with
@@ -20,8 +22,9 @@ from PIL import Image
 from torch import Tensor
 
 from wetok import format as fmt
-from wetok.entropy import RangeCoder, decode_payload, encode_payload, static_supported
-from wetok.errors import ImageTooLargeError, ModelMismatchError, WtkFormatError
+from wetok.context import CONTEXT_NAME, ContextModel
+from wetok.entropy import ContextCoder, RangeCoder, decode_payload, encode_payload, static_supported
+from wetok.errors import ContextMismatchError, ImageTooLargeError, ModelMismatchError, WtkFormatError
 from wetok.format import Header
 from wetok.image import (
     array_to_tensor,
@@ -58,7 +61,8 @@ def auto_tile_tokens(config, budget_bytes: int = TILE_BUDGET_BYTES) -> int:
 class WtkInfo(Header):
     """Header fields plus sizes: ``bytes`` (whole file), ``payload_bytes``, ``bits_per_token`` (payload
     bits per token), ``bpp`` (file bits per pixel), and — when the model is known — ``ideal_bytes``: header
-    + checksum + the Shannon code length of the tokens under the prior."""
+    + checksum + the Shannon code length of the tokens under the model used by the file's mode (the context
+    model, with its id, for ``context``; the prior otherwise)."""
 
     bytes: int = 0
     payload_bytes: int = 0
@@ -73,7 +77,8 @@ class WtkInfo(Header):
 
 
 class Codec:
-    """A tokenizer and its prior, with the ``.wtk`` file methods. ``tile_tokens=0`` disables tiling."""
+    """A tokenizer and its entropy tables (prior, optional context model), with the ``.wtk`` file methods.
+    ``tile_tokens=0`` disables tiling."""
 
     def __init__(
         self,
@@ -82,6 +87,7 @@ class Codec:
         name: str = "",
         path: Path | None = None,
         *,
+        context: ContextModel | None = None,
         tile_tokens: int | None = None,
         pad_mode: str = "reflect",
     ) -> None:
@@ -96,21 +102,42 @@ class Codec:
         self.name = name or cfg.name or (path.name if path else "unnamed")
         self.tile_tokens = auto_tile_tokens(cfg) if tile_tokens is None else tile_tokens
         self.pad_mode = pad_mode
+        if context is not None:
+            context.check_fits(cfg.groups, cfg.group_bits)
+        self.context = context
         self._coder = RangeCoder(prior) if static_supported(cfg.group_bits) else None
+        self._context_coder = ContextCoder(context) if context is not None else None
         self._model_id: bytes | None = None
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu", **kwargs) -> Codec:
-        """Load ``config.json`` + ``model.safetensors`` and ``prior.json`` (uniform prior if absent)."""
+        """Load ``config.json`` + ``model.safetensors``, ``prior.json`` (uniform prior if absent) and
+        ``context.json`` (none if absent). A malformed or mismatched table is refused here, not mid-decode."""
         directory = Path(directory)
         model = Tokenizer.from_pretrained(directory, device=device)
         prior = load_prior(directory, model.config.groups, model.config.group_bits)
-        return cls(model, prior, name=model.config.name or directory.name, path=directory, **kwargs)
+        context = ContextModel.load(directory) if (directory / CONTEXT_NAME).exists() else None
+        if context is not None:
+            try:
+                context.check_fits(model.config.groups, model.config.group_bits)
+            except ValueError as e:
+                raise type(e)(f"context model {directory / CONTEXT_NAME}: {e}") from None
+        return cls(
+            model, prior, name=model.config.name or directory.name, path=directory, context=context, **kwargs
+        )
+
+    @property
+    def default_mode(self) -> str:
+        """``context`` when the model has a context model, else ``static``."""
+        return "context" if self.context is not None else "static"
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write a model directory: weights (cast to ``dtype`` if given), config, prior and model id."""
+        """Write a model directory: weights (cast to ``dtype`` if given), config, prior, context model (if
+        any) and model id."""
         directory = self.model.save_pretrained(directory, dtype)
         self.prior.save(directory)
+        if self.context is not None:
+            self.context.save(directory)
         self._model_id = None  # the weights written may differ from these (dtype): id them as written
         write_model_id(directory, model_id_of(self.model.weights_sha256, self.prior))
         return directory
@@ -150,8 +177,11 @@ class Codec:
         return to_pil(np.ascontiguousarray(rgb[: size[0], : size[1]]))
 
     # -- tokens ↔ bytes ------------------------------------------------------------------------------------
-    def pack_tokens(self, tokens: Tensor | np.ndarray, size: tuple[int, int], mode: str = "static") -> bytes:
-        """Tokens ``[1, h, w, g]`` of an image of ``size = (H, W)`` → ``.wtk`` bytes."""
+    def pack_tokens(
+        self, tokens: Tensor | np.ndarray, size: tuple[int, int], mode: str | None = None
+    ) -> bytes:
+        """Tokens ``[1, h, w, g]`` of an image of ``size = (H, W)`` → ``.wtk`` bytes (``mode`` ``None``:
+        :attr:`default_mode`; a mode that would not be smaller falls back, see :func:`encode_payload`)."""
         t = np.asarray(tokens.cpu() if isinstance(tokens, Tensor) else tokens)
         header = Header(self.model_id, "raw", size[0], size[1], *self._shape()).validate()
         expected = (header.token_height, header.token_width, header.groups)
@@ -159,7 +189,10 @@ class Codec:
             raise ValueError(f"tokens of shape {t.shape} do not fit a {size[1]}x{size[0]} image {expected}")
         if t.min() < 0 or t.max() >= 1 << header.group_bits:
             raise ValueError(f"symbols (token values) must lie in [0, {1 << header.group_bits})")
-        used, payload = encode_payload(t.reshape(-1, header.groups), header.group_bits, mode, self._coder)
+        grid = t.reshape(expected)
+        used, payload = encode_payload(
+            grid, header.group_bits, mode or self.default_mode, self._coder, self._context_coder
+        )
         return fmt.pack(Header(self.model_id, used, *size, *self._shape()), payload)
 
     def unpack_tokens(self, data: bytes) -> tuple[Tensor, tuple[int, int]]:
@@ -167,9 +200,20 @@ class Codec:
         header, payload = fmt.unpack(data)
         self.check_header(header)
         check_pixels(header.width, header.height, "the file's image")
-        flat = decode_payload(
-            payload, header.mode, header.num_tokens, header.groups, header.group_bits, self._coder
-        )
+        try:
+            flat = decode_payload(
+                payload,
+                header.mode,
+                header.num_tokens,
+                header.groups,
+                header.group_bits,
+                self._coder,
+                self._context_coder,
+                (header.token_height, header.token_width),
+            )
+        except ContextMismatchError as e:
+            e.actual_name = self.name
+            raise
         tokens = torch.from_numpy(flat).view(1, header.token_height, header.token_width, header.groups)
         return tokens, (header.height, header.width)
 
@@ -188,8 +232,9 @@ class Codec:
         return cfg.downsample, cfg.groups, cfg.group_bits
 
     # -- public codec API ----------------------------------------------------------------------------------
-    def compress(self, image: ImageLike, mode: str = "static") -> bytes:
-        """Image (PIL, array or path) → ``.wtk`` bytes. ``static`` falls back to ``raw`` if not smaller."""
+    def compress(self, image: ImageLike, mode: str | None = None) -> bytes:
+        """Image (PIL, array or path) → ``.wtk`` bytes in ``mode`` (default :attr:`default_mode`); a mode that
+        would not be smaller falls back (context → static → raw)."""
         tokens, size = self.encode_tokens(image)
         return self.pack_tokens(tokens, size, mode)
 
@@ -199,7 +244,7 @@ class Codec:
         return self.decode_tokens(tokens, size, seed=seed, noise_scale=noise_scale)
 
     def compress_file(
-        self, fin: str | Path | BinaryIO, fout: str | Path | BinaryIO, mode: str = "static"
+        self, fin: str | Path | BinaryIO, fout: str | Path | BinaryIO, mode: str | None = None
     ) -> int:
         """Read an image file, write a ``.wtk`` file; returns the bytes written."""
         data = self.compress(open_image(fin), mode=mode)
@@ -346,7 +391,7 @@ def as_codec(model: Codec | Tokenizer) -> Codec:
     raise TypeError(f"expected a Codec or a Tokenizer, got {type(model).__name__}")
 
 
-def compress(image: ImageLike, model: Codec | Tokenizer, mode: str = "static") -> bytes:
+def compress(image: ImageLike, model: Codec | Tokenizer, mode: str | None = None) -> bytes:
     """Image → ``.wtk`` bytes with ``model`` (a Codec, or a Tokenizer with a uniform prior)."""
     return as_codec(model).compress(image, mode=mode)
 
@@ -365,7 +410,11 @@ def read_info(data: bytes | BinaryIO, codec: Codec | None = None) -> WtkInfo:
     ideal = None
     if codec is not None and header.model_id == codec.model_id:
         tokens, _ = codec.unpack_tokens(data)
-        ideal = fmt.header_bytes(header) + codec.prior.ideal_bits(tokens.numpy()) / 8
+        if header.mode == "context" and codec.context is not None:
+            bits = codec.context.ideal_bits(tokens[0].numpy()) + 8 * fmt.CONTEXT_ID_BYTES
+        else:
+            bits = codec.prior.ideal_bits(tokens.numpy())
+        ideal = fmt.header_bytes(header) + bits / 8
     return WtkInfo(
         **asdict(header),
         bytes=len(data),

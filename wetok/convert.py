@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,8 +33,8 @@ from wetok.config import PRESETS, TokenizerConfig
 from wetok.errors import CheckpointError
 from wetok.fileio import umask
 from wetok.image import array_to_tensor, open_image, pad_to_multiple
-from wetok.modeldir import CONFIG_NAME, WEIGHTS_NAME, is_model_dir, model_id_of, write_model_id
-from wetok.prior import Prior, fit_prior
+from wetok.modeldir import CONFIG_NAME, WEIGHTS_NAME, is_model_dir, load_prior, model_id_of, write_model_id
+from wetok.prior import PRIOR_NAME, Prior
 from wetok.tokenizer import Tokenizer
 
 EMA_PREFIX = "model_ema."
@@ -421,15 +422,24 @@ def fit_model_prior(
     out_dir: str | Path | None = None,
     force: bool = False,
     min_tokens: int | None = None,
-) -> int:
-    """Fit per-group frequency tables on image files; write them, with ``model_dir``'s weights and config,
-    as the new model directory ``out_dir``. Returns the number of tokens counted.
+    static: bool = True,
+    context: bool = True,
+) -> dict:
+    """Fit entropy tables on image files: the per-group frequency tables (``prior.json``, unless
+    ``static=False``) and the causal context model (``context.json``, unless ``context=False``); write them,
+    with ``model_dir``'s weights and config, as the model directory ``out_dir``. Returns the bits/token
+    report of :func:`wetok.context_fit.fit_entropy_tables` (``tokens`` counted, ``static``, ``context``,
+    ``empirical_entropy``).
 
-    A new prior is a new model (a new model id): ``.wtk`` files made with ``model_dir`` need it unchanged, so
-    replacing its prior in place (``out_dir`` omitted or the same folder) needs ``force``. Fewer tokens
-    than ``min_tokens`` (default :func:`min_prior_tokens`) are refused. Each image is padded (bottom/right,
-    reflect) to a multiple of ``f`` as the codec does, then encoded. Nothing is written before the tables
-    are fitted; the new directory appears at once (written beside it, then renamed)."""
+    A new prior is a new model (a new model id): ``.wtk`` files made with ``model_dir`` need it unchanged, and
+    context-coded files need its context model unchanged, so replacing either in place (``out_dir`` omitted
+    or the same folder) needs ``force``; adding a context model where there is none does not (the model id
+    stays). Fewer tokens than ``min_tokens`` (default :func:`min_prior_tokens`) are refused. Each image is
+    padded (bottom/right, reflect) to a multiple of ``f`` as the codec does, then encoded. Nothing is written
+    before the tables are fitted; a new directory appears at once (written beside it, then renamed)."""
+    from wetok.context import CONTEXT_NAME
+    from wetok.context_fit import fit_entropy_tables
+
     model_dir = Path(model_dir)
     out = model_dir if out_dir is None else Path(out_dir)
     if not is_model_dir(model_dir):
@@ -437,44 +447,51 @@ def fit_model_prior(
             f"{model_dir} is not a wetok model directory (needs {CONFIG_NAME} and {WEIGHTS_NAME})"
         )
     in_place = out.resolve() == model_dir.resolve()
-    if in_place and not force:
+    replaces_context = context and (model_dir / CONTEXT_NAME).exists()
+    if in_place and not force and (static or replaces_context):
+        what = "its prior.json" if static else "its context.json"
         raise CheckpointError(
-            f"fitting a prior makes a new model: files made with {model_dir} could not be decoded any "
-            "more if its prior.json changed; write the new model with -o NEW_DIR (or --force in place)"
+            f"fitting makes a new model: files made with {model_dir} could not be decoded any more if "
+            f"{what} changed; write the new model with -o NEW_DIR (or --force in place)"
         )
     if not in_place:
         check_output_dir(out, force)
     model = Tokenizer.from_pretrained(model_dir, device=device)
-    prior, counted = _fit_on_images(model, images, batch_size)
-    needed = min_prior_tokens(model.config.group_bits) if min_tokens is None else min_tokens
+    cfg = model.config
+    grids = _image_tokens(model, images, batch_size)
+    counted = sum(g.shape[0] * g.shape[1] for g in grids)
+    needed = min_prior_tokens(cfg.group_bits) if min_tokens is None else min_tokens
     if counted < needed:
         raise CheckpointError(
-            f"only {counted} tokens in the given images; a meaningful prior of "
-            f"{1 << model.config.group_bits} symbols per group needs at least {needed} "
+            f"only {counted} tokens in the given images; meaningful entropy tables for "
+            f"{1 << cfg.group_bits} symbols per group need at least {needed} "
             "(give more or larger images, or --min-tokens)"
         )
     if in_place:
-        prior.save(model_dir)
-        write_model_id(model_dir, model_id_of(model.weights_sha256, prior))
-        return counted
+        report = fit_entropy_tables(
+            grids, cfg.groups, cfg.group_bits, model_dir, static=static, context=context
+        )
+        if static:
+            write_model_id(model_dir, model_id_of(model.weights_sha256, Prior.load(model_dir)))
+        return report
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for name in (CONFIG_NAME, WEIGHTS_NAME, IMPORT_INFO_NAME):
+        for name in (CONFIG_NAME, WEIGHTS_NAME, IMPORT_INFO_NAME, PRIOR_NAME, CONTEXT_NAME):
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, tmp / name)
-        prior.save(tmp)
+        report = fit_entropy_tables(grids, cfg.groups, cfg.group_bits, tmp, static=static, context=context)
+        prior = load_prior(tmp, cfg.groups, cfg.group_bits)
         write_model_id(tmp, model_id_of(model.weights_sha256, prior))
         _swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return counted
+    return report
 
 
-def _fit_on_images(model: Tokenizer, images: Iterable[str | Path], batch_size: int) -> tuple[Prior, int]:
-    """The prior fitted on the tokens of ``images``, and how many tokens that was."""
+def _image_tokens(model: Tokenizer, images: Iterable[str | Path], batch_size: int) -> list[np.ndarray]:
+    """Token grids ``[h, w, g]`` of ``images`` (padded as the codec pads), batched by size."""
     cfg = model.config
-    counted = [0]
 
     def tensors() -> Iterator[Tensor]:
         for path in images:
@@ -484,9 +501,6 @@ def _fit_on_images(model: Tokenizer, images: Iterable[str | Path], batch_size: i
                 raise CheckpointError(f"{path}: cannot read image ({e})") from e
             yield pad_to_multiple(array_to_tensor(rgb), cfg.downsample)
 
-    def batches() -> Iterator[Tensor]:
-        for tokens in iter_token_batches(model, tensors(), batch_size):
-            counted[0] += tokens.shape[:-1].numel()
-            yield tokens
-
-    return fit_prior(batches(), cfg.groups, cfg.group_bits), counted[0]
+    return [
+        grid for batch in iter_token_batches(model, tensors(), batch_size) for grid in batch.cpu().numpy()
+    ]

@@ -1,4 +1,4 @@
-"""Payload coding of ``.wtk`` files: raw bit packing and static range coding.
+"""Payload coding of ``.wtk`` files: raw bit packing, static range coding and context range coding.
 
 ``raw``: symbols ``d'`` bits each, most significant bit first, packed MSB-first into bytes (zero padding).
 
@@ -11,13 +11,21 @@ categorical model. Models are built from the integer tables of :class:`wetok.pri
 every machine. The coded words are written big-endian; up to three trailing bytes of the last word are
 dropped when the stream still decodes to the same symbols with them read as zeros (the decoder zero-pads to
 whole words), which saves a few bytes on small files.
+
+``context``: the 4-byte id of the model's :class:`wetok.context.ContextModel`, then one range-coder stream of
+every bit of every token, wavefront by wavefront (``t = 2·r + c`` ascending), within a wavefront bit by bit
+(bit 0 of the token's bit row first), within a bit the wavefront's tokens by row ascending. Each bit is a
+two-symbol categorical with the integer frequencies ``(2^24 - p, p)``, ``p`` from the context model's table,
+handed to ``constriction`` as the exact floats ``(2^24 - p - 1, p - 1)`` (the same exact-integer route as
+``static``). Trailing zero bytes of the last word (at most three) are dropped.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from wetok.format import WtkFormatError
+from wetok.context import ID_BYTES, PROB_TOTAL, ContextModel, bits_to_tokens, token_bits, wavefronts
+from wetok.errors import ContextMismatchError, WtkFormatError
 from wetok.prior import Prior
 
 try:  # pinned to 0.5.x in pyproject: the coded bytes depend on constriction's range coder
@@ -25,6 +33,7 @@ try:  # pinned to 0.5.x in pyproject: the coded bytes depend on constriction's r
 except ImportError:  # pragma: no cover - constriction is a hard dependency
     constriction = None
 
+MODES = ("raw", "static", "context")
 MAX_STATIC_GROUP_BITS = 23  # constriction needs n < 2^24 - 1 symbols and a non-zero free weight
 _DECODE_SLACK_BITS = 96
 
@@ -117,25 +126,172 @@ class RangeCoder:
         return out
 
 
+class ContextCoder:
+    """Bitwise range coding of a token grid ``[h, w, g]`` with a causal :class:`ContextModel`."""
+
+    def __init__(self, context: ContextModel) -> None:
+        if constriction is None:  # pragma: no cover - constriction is a hard dependency
+            raise ValueError("context coding needs constriction")
+        self.context = context
+        self._offset, p = context.shifted_table()
+        p = p.astype(np.int64)
+        # Row i: the exact-integer float weights (2^24 - p - 1, p - 1) of symbols 0 and 1 (see module doc).
+        self._weights = np.stack([PROB_TOTAL - p - 1, p - 1], axis=1).astype(np.float64)
+        self._family = constriction.stream.model.Categorical(perfect=False)
+        self._min_bits = context.min_bits_per_token()
+
+    def encode(self, tokens: np.ndarray) -> bytes:
+        """Tokens ``[h, w, g]`` → payload (context model id + coded words): the integer table rows of every
+        bit in one vectorised pass, then the bits in decoding order, handed to the coder about 2^20 at a
+        time (the queue coder's output does not depend on how its input is split; memory stays bounded)."""
+        ctx = self.context
+        h, w, _ = tokens.shape
+        d = ctx.token_bits
+        bits = token_bits(tokens, ctx.group_bits).reshape(h * w, d)
+        index = ctx.logits(tokens)
+        index += np.int32(self._offset)
+        index >>= ctx.table_shift
+        index = index.reshape(h * w, d)
+        encoder = constriction.stream.queue.RangeEncoder()
+        symbols: list[np.ndarray] = []
+        rows_of_weights: list[np.ndarray] = []
+        pending = 0
+        for rows, cols in wavefronts(h, w):  # the decoder's order: wavefront, then bit, then row
+            flat = rows * w + cols
+            symbols.append(bits[flat].T.ravel())
+            rows_of_weights.append(index[flat].T.ravel())
+            pending += len(flat) * d
+            if pending >= 1 << 20:
+                self._encode_chunk(encoder, symbols, rows_of_weights)
+                pending = 0
+        self._encode_chunk(encoder, symbols, rows_of_weights)
+        data = encoder.get_compressed().astype(">u4").tobytes()
+        cut = 0
+        while cut < min(3, len(data)) and data[len(data) - 1 - cut] == 0:
+            cut += 1  # the decoder reads missing bytes of the last word as zeros
+        return ctx.model_id + data[: len(data) - cut]
+
+    def _encode_chunk(self, encoder, symbols: list[np.ndarray], rows_of_weights: list[np.ndarray]) -> None:
+        if symbols:
+            bits = np.concatenate(symbols).astype(np.int32)
+            encoder.encode(bits, self._family, self._weights[np.concatenate(rows_of_weights)])
+            symbols.clear()
+            rows_of_weights.clear()
+
+    def max_tokens(self, payload_bytes: int) -> int:
+        """The most tokens a payload of this length can hold (as :meth:`RangeCoder.max_tokens`)."""
+        bits = 32 * -(-max(0, payload_bytes - ID_BYTES) // 4) + _DECODE_SLACK_BITS
+        return int(bits / self._min_bits) if self._min_bits > 0 else 1 << 62
+
+    def check_id(self, payload: bytes) -> None:
+        """Raise :class:`ContextMismatchError` unless ``payload`` was coded with this context model."""
+        if len(payload) <= ID_BYTES:
+            raise WtkFormatError(f"context payload of {len(payload)} bytes is too short")
+        if payload[:ID_BYTES] != self.context.model_id:
+            raise ContextMismatchError(payload[:ID_BYTES], self.context.model_id)
+
+    def decode(self, payload: bytes, height: int, width: int) -> np.ndarray:
+        """Payload → tokens ``[height·width, g]`` (int64), wavefront by wavefront."""
+        self.check_id(payload)
+        count = height * width
+        if count > self.max_tokens(len(payload)):
+            raise WtkFormatError(f"context payload of {len(payload)} bytes is too short for {count} tokens")
+        data = bytes(payload[ID_BYTES:])
+        words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype=">u4").astype(np.uint32)
+        try:
+            bits = self._decode_bits(constriction.stream.queue.RangeDecoder(words), height, width)
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException as e:  # AssertionError/ValueError; a Rust panic would be a BaseException
+            raise WtkFormatError(f"corrupted context payload ({type(e).__name__})") from None
+        return bits_to_tokens(bits, self.context.group_bits).reshape(count, self.context.groups)
+
+    def _decode_bits(self, decoder, h: int, w: int) -> np.ndarray:
+        ctx = self.context
+        d, m, n_chunks, shift = ctx.token_bits, ctx.margin, ctx.chunks, ctx.table_shift
+        neighbour, _ = ctx.lookup_tables()
+        flat_tables = neighbour.reshape(-1, d)  # row (k·C + c)·256 + byte value
+        table_base = (np.arange(len(ctx.offsets) * n_chunks, dtype=np.int64) * 256).reshape(-1, n_chunks)
+        # int32 throughout (the model's validation bounds |logit| + offset below 2^31): mixing dtypes in the
+        # per-bit update costs more than the arithmetic on these small arrays.
+        bias = ctx.bias + np.int32(self._offset)
+        present = ctx.present
+        own = ctx.own[:, :, None]  # [earlier bit, later bit, 1]
+        feeds_later = [bool(own[b].any()) for b in range(d)]
+        grid = np.zeros((h + m, w + 2 * m, n_chunks), dtype=np.uint8)  # decoded tokens, bytes of bit rows
+        out = np.empty((h, w, d), dtype=np.uint8)
+        weights = self._weights
+        for rows, cols in wavefronts(h, w):
+            n = len(rows)
+            acc = np.repeat(bias[None], n, axis=0)
+            index = np.empty((n, len(ctx.offsets), n_chunks), dtype=np.int64)
+            for k, (dr, dc) in enumerate(ctx.offsets):
+                nr, nc = rows + (m + dr), cols + (m + dc)
+                inside = (nr >= m) & (nc >= m) & (nc < w + m)
+                acc += inside[:, None] * present[k]
+                index[:, k] = grid[nr, nc] + table_base[k]
+            acc += flat_tables[index.reshape(n, -1)].sum(axis=1, dtype=np.int32)
+            acc = np.ascontiguousarray(acc.T)  # [D, n]: one contiguous row per bit
+            bits = np.empty((d, n), dtype=np.uint8)
+            for b in range(d):
+                x = decoder.decode(self._family, weights.take(acc[b] >> shift, axis=0))
+                bits[b] = x
+                if feeds_later[b]:
+                    acc[b + 1 :] += own[b, b + 1 :] * x
+            bits = bits.T
+            grid[rows + m, cols + m] = np.packbits(bits, axis=1)
+            out[rows, cols] = bits
+        return out
+
+
 def encode_payload(
-    tokens: np.ndarray, group_bits: int, mode: str, coder: RangeCoder | None
+    tokens: np.ndarray,
+    group_bits: int,
+    mode: str,
+    coder: RangeCoder | None,
+    context: ContextCoder | None = None,
 ) -> tuple[str, bytes]:
-    """Tokens ``[N, g]`` → ``(mode used, payload)``; ``static`` falls back to ``raw`` unless smaller."""
-    raw = pack_bits(tokens, group_bits)
+    """Tokens ``[N, g]`` (``[h, w, g]`` for ``context``) → ``(mode used, payload)``.
+
+    ``static`` falls back to ``raw`` unless smaller; ``context`` falls back to what ``static`` gives unless
+    smaller (and to it directly when there is no context model).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown coding mode {mode!r}; choose {', '.join(MODES)}")
+    t = np.asarray(tokens)
+    raw = pack_bits(t, group_bits)
     if mode == "raw" or coder is None:
-        return "raw", raw
-    if mode != "static":
-        raise ValueError(f"unknown coding mode {mode!r}; choose raw or static")
-    coded = coder.encode(tokens)
-    return ("static", coded) if len(coded) < len(raw) else ("raw", raw)
+        fallback = ("raw", raw)
+    else:
+        coded = coder.encode(t.reshape(-1, coder.prior.groups))
+        fallback = ("static", coded) if len(coded) < len(raw) else ("raw", raw)
+    if mode != "context" or context is None:
+        return fallback
+    if t.ndim != 3:
+        raise ValueError(f"context coding needs tokens [h, w, g], got shape {t.shape}")
+    coded = context.encode(t)
+    return ("context", coded) if len(coded) < len(fallback[1]) else fallback
 
 
 def decode_payload(
-    payload: bytes, mode: str, count: int, groups: int, group_bits: int, coder: RangeCoder | None
+    payload: bytes,
+    mode: str,
+    count: int,
+    groups: int,
+    group_bits: int,
+    coder: RangeCoder | None,
+    context: ContextCoder | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Payload → tokens ``[count, groups]`` (int64)."""
+    """Payload → tokens ``[count, groups]`` (int64); ``context`` needs the token ``grid = (h, w)``."""
     if mode == "raw":
         return unpack_bits(payload, count * groups, group_bits).reshape(count, groups)
+    if mode == "context":
+        if context is None:
+            raise ContextMismatchError(payload[:ID_BYTES], b"")
+        if grid is None or grid[0] * grid[1] != count:
+            raise ValueError("context decoding needs the token grid (h, w)")
+        return context.decode(payload, *grid)
     if coder is None:
         raise WtkFormatError(f"static payload with d'={group_bits} cannot be decoded by this model")
     return coder.decode(payload, count)

@@ -43,6 +43,33 @@ class ModelMismatchError(WetokError, ValueError):
         return f"this file needs {wanted}, but the loaded model is {loaded}"
 
 
+class ContextMismatchError(ModelMismatchError):
+    """A context-coded ``.wtk`` file was coded with another context model than the loaded model's, or the
+    loaded model has none. ``expected``/``actual`` are 4-byte context model ids (``actual`` empty: none).
+
+    The model id in the header does not cover the context model (adding one keeps a model's id), so the
+    context payload carries its own id and this error is raised before anything is decoded."""
+
+    def __init__(self, expected: bytes, actual: bytes, actual_name: str = "") -> None:
+        super().__init__(expected, actual, actual_name, expected_name="")  # "": no registry name to look up
+
+    def __str__(self) -> str:
+        model = f"model {self.actual_name}" if self.actual_name else "the loaded model"
+        if not self.actual:
+            return (
+                f"this file is context-coded (context model {self.expected.hex()}), but {model} has no "
+                "context model"
+            )
+        return (
+            f"this file was coded with context model {self.expected.hex()}, but {model} has context model "
+            f"{self.actual.hex()} (refitted since?)"
+        )
+
+
+class ContextModelError(WetokError, ValueError):
+    """A context model file (``context.json``) is missing fields, malformed, or does not fit the model."""
+
+
 class PriorError(WetokError, ValueError):
     """A prior table (``prior.json``) is malformed or does not fit the model."""
 
@@ -72,6 +99,8 @@ class ShardError(WetokError, ValueError):
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "ContextMismatchError",
+    "ContextModelError",
     "ImageTooLargeError",
     "ModelMismatchError",
     "ModelNotFoundError",

@@ -10,7 +10,7 @@ offset  bytes  field
 0       2      magic ``89 57`` (``"\\x89W"``)
 2       1      format version, ``01``
 3       6      model id: :attr:`wetok.codec.Codec.model_id` (SHA-256 prefix of weights + prior)
-9       1      bits 7-6 coding mode (0 raw, 1 static), bits 5-3 ``log2 f``, bits 2-0 zero
+9       1      bits 7-6 coding mode (0 raw, 1 static, 2 context), bits 5-3 ``log2 f``, bits 2-0 zero
 10      1-2    varint ``(g - 1) * 32 + (d' - 1)``
 .       1-3    varint ``H - 1``  (original image height in pixels)
 .       1-3    varint ``W - 1``  (original image width)
@@ -27,6 +27,9 @@ the header, not stored, so they can never disagree with it. Fixed overhead is 14
   Its length is exactly ``ceil(h*w*g*d' / 8)``.
 * static: range-coded with the model's integer prior (group-major symbol order); always shorter than
   the raw payload (the encoder falls back to raw otherwise).
+* context: the 4-byte id of the model's context model, then the token bits range-coded with probabilities
+  from that causal context model, in wavefront order; always shorter than raw (and than static: the
+  encoder falls back otherwise), and longer than the id.
 
 Every field is validated before anything is sized from it; any failure raises :class:`WtkFormatError`
 (a :class:`ValueError`) with a one-line message. Single-bit errors anywhere are caught by the CRC, which
@@ -44,7 +47,8 @@ from wetok.errors import WtkFormatError
 MAGIC = b"\x89W"
 VERSION = 1
 MODEL_ID_BYTES = 6
-MODES = ("raw", "static")
+MODES = ("raw", "static", "context")
+CONTEXT_ID_BYTES = 4  # a context payload starts with the id of the context model that coded it
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 28  # 16384×16384
 MAX_GROUPS = 1024
@@ -218,7 +222,11 @@ def _check_payload_length(header: Header, length: int) -> None:
     if header.mode == "raw":
         _check(length == raw, f"truncated or malformed .wtk payload ({length} bytes, raw needs {raw})")
     else:
-        _check(length < raw, f"malformed .wtk payload ({length} bytes of static code, raw would be {raw})")
+        _check(
+            length < raw, f"malformed .wtk payload ({length} bytes of {header.mode} code, raw would be {raw})"
+        )
+    if header.mode == "context":
+        _check(length > CONTEXT_ID_BYTES, f"truncated .wtk payload ({length} bytes of context code)")
 
 
 MAX_HEADER_BYTES = _FIXED + 2 + 3 + 3  # fixed fields + the three varints at their longest

@@ -5,6 +5,8 @@ A model directory holds
 * ``config.json``: the :class:`~wetok.config.TokenizerConfig`;
 * ``model.safetensors``: the weights;
 * ``prior.json``: the entropy tables (:class:`~wetok.prior.Prior`; uniform when absent);
+* ``context.json``: the causal context model (:class:`~wetok.context.ContextModel`; optional, makes
+  ``context`` the default coding mode). Not part of the model id: context payloads carry its own id;
 * ``model_id.json``: the model id and the sizes of the three files it was computed from.
 
 The **model id** is what every ``.wtk`` file carries to name its model: the first 6 bytes of a SHA-256 over

@@ -12,9 +12,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor
+
+if TYPE_CHECKING:  # the entropy decoder imports this module and must not need torch
+    from torch import Tensor
 
 from wetok.errors import PriorError
 from wetok.fileio import write_atomic
@@ -136,7 +139,7 @@ def count_symbols(token_batches: Iterable[Tensor | np.ndarray], groups: int, gro
     n = 1 << group_bits
     counts = np.zeros((groups, n), dtype=np.int64)
     for batch in token_batches:
-        t = np.asarray(batch.cpu() if isinstance(batch, Tensor) else batch).reshape(-1, groups)
+        t = np.asarray(batch.cpu() if hasattr(batch, "cpu") else batch).reshape(-1, groups)
         if t.size and (int(t.min()) < 0 or int(t.max()) >= n):
             raise ValueError(f"symbols (token values) must lie in [0, {n})")
         for j in range(groups):

@@ -28,10 +28,10 @@ from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_cod
 @click.option("-m", "--model", help=MODEL_HELP + "  [default: the bundled default model]")
 @click.option(
     "--mode",
-    type=click.Choice(["static", "raw"]),
-    default="static",
-    show_default=True,
-    help="static: range-coded with the model's prior; raw: fixed d' bits per group symbol.",
+    type=click.Choice(["context", "static", "raw"]),
+    help="context: bits coded with the model's causal context model; static: range-coded with its "
+    "per-group prior; raw: fixed d' bits per group symbol. A mode that would not be smaller "
+    "falls back (context, static, raw).  [default: context if the model has one, else static]",
 )
 @device_option
 @force_option
@@ -40,7 +40,7 @@ def compress_cmd(
     images: tuple[str, ...],
     out: str | None,
     model: str | None,
-    mode: str,
+    mode: str | None,
     device: str,
     force: bool,
     quiet: bool,
@@ -76,7 +76,7 @@ def compress_cmd(
     reporter.finish()
 
 
-def _compress_one(codec: Any, item: Input, dst: Path, *, mode: str, reporter: Reporter) -> None:
+def _compress_one(codec: Any, item: Input, dst: Path, *, mode: str | None, reporter: Reporter) -> None:
     from wetok.codec import read_info
 
     rgb, input_bytes = read_image_input(item)
