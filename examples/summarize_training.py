@@ -17,7 +17,8 @@ def main(runs: list[str]) -> None:
     rows = [json.loads(line) for log in logs for line in log.splitlines()]
     print("# Training log of the bundled default model\n")
     print("Every ~30th row of `metrics.jsonl` (means over a log window) and the last one of each stage.")
-    print("Reproduce with `bash examples/train_default.sh DATA_DIR`.\n")
+    print("Reproduce with `bash examples/train_default.sh DATA_DIR`; the repository's TRAINING.md has the")
+    print("history of every shipped model.\n")
     print("| stage | step | img/s | " + " | ".join(COLUMNS) + " | codebook usage (min group) |")
     print("|---" * (4 + len(COLUMNS)) + "|")
     keep = set(range(0, len(rows), max(1, len(rows) // 30)))

@@ -1,4 +1,5 @@
-"""The bundled default model: present in the package, small, generative, and a working codec."""
+"""The bundled default model: present in the package, small, and a working codec; the first released default
+still there under its own name (more in test_released_models.py)."""
 
 from __future__ import annotations
 
@@ -34,18 +35,19 @@ def _photo_like(h: int, w: int) -> np.ndarray:
 
 def test_default_model_round_trip(codec: wetok.Codec) -> None:
     cfg = codec.model.config
-    assert cfg.generative and cfg.downsample == 16
+    assert cfg.downsample == 16
     image = _photo_like(96, 136)  # not a multiple of 16: padded and cropped back
     data = codec.compress(image)
     assert len(data) < 96 * 136 * 3 // 100
     out = np.asarray(codec.decompress(data, seed=0))
     assert out.shape == image.shape
-    assert psnr(image, out) > 14  # trained: 16.3 dB; the same architecture with random weights: 11.2 dB
+    assert psnr(image, out) > 20  # trained: 25.5 dB (default-v1: 16.3 dB)
     assert np.array_equal(out, np.asarray(codec.decompress(data, seed=0)))
 
 
-def test_default_model_keeps_its_id_and_codes_context(codec: wetok.Codec) -> None:
-    """Adding context.json left the model id of every old .wtk file of the bundled model unchanged."""
+def test_first_default_model_keeps_its_id_and_codes_context() -> None:
+    """Adding context.json left the model id of every old .wtk file of the first default model unchanged."""
+    codec = load_codec(BUNDLED.parent / "default-v1")
     assert codec.model_id_hex == "e05400c6dcf8"
     assert codec.default_mode == "context" and codec.context.model_id.hex() == "3de109a0"
     tokens, size = codec.encode_tokens(_photo_like(64, 96))
