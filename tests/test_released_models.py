@@ -7,6 +7,7 @@ the tokens they hold: the registry must find the model by the id in the file and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,11 @@ def test_old_files_decode_with_the_model_that_made_them(path: Path, tmp_path: Pa
     r = CliRunner().invoke(cli, ["decompress", str(path), "-o", str(out), "--seed", "0"])
     assert r.exit_code == 0, r.output
     assert Image.open(out).size == (size[1], size[0])
+
+
+def test_models_lists_each_release_with_its_default_mode() -> None:
+    r = CliRunner().invoke(cli, ["models", "--json"])
+    assert r.exit_code == 0, r.output
+    records = {rec["name"]: rec for rec in map(json.loads, r.output.splitlines())}
+    for name, model_id in RELEASED.items():
+        assert records[name]["model_id"] == model_id and records[name]["default_mode"] == "context"

@@ -16,7 +16,8 @@ _MODEL_COLUMNS = (
     "f",
     "g x d'",
     "bits/token",
-    "coded b/t",
+    "static b/t",
+    "mode",
     "bpp",
     "generative",
     "id",
@@ -32,7 +33,9 @@ def models_cmd(as_json: bool, paths: bool) -> None:
 
     Searched in order: each folder of $WETOK_MODELS (separated by ':'), the user folder
     (~/.local/share/wetok/models), then the models bundled with wetok; the first model of a name wins.
-    "bits/token" is g x d' (raw); "coded b/t" is what the model's prior expects after range coding.
+    "bits/token" is g x d' (raw); "static b/t" is what the model's per-group prior expects after range
+    coding; "mode" is how `wetok compress` codes tokens by default (context: the causal context model,
+    about half the static size or less; measure a file with `wetok info`).
     """
     from wetok.zoo import all_models, model_dirs
 
@@ -53,7 +56,8 @@ def models_cmd(as_json: bool, paths: bool) -> None:
 
 def _broken_record(m: Any) -> dict[str, Any]:
     """A model folder that cannot be used: listed, with why, so that it can be fixed or removed."""
-    keys = ("f", "g", "d_prime", "bits_per_token", "coded_bits_per_token", "bpp", "generative", "model_id")
+    keys = ("f", "g", "d_prime", "bits_per_token", "coded_bits_per_token", "default_mode", "bpp")
+    keys += ("generative", "model_id")
     record = {"name": m.name, "source": _source(m), "path": str(m.path), **dict.fromkeys(keys)}
     return record | {"broken": m.problem}
 
@@ -64,6 +68,7 @@ def _source(m: Any) -> str:
 
 
 def _model_record(m: Any) -> dict[str, Any]:
+    from wetok.context import CONTEXT_NAME
     from wetok.prior import PRIOR_NAME, Prior, PriorError
 
     c = m.config
@@ -85,6 +90,7 @@ def _model_record(m: Any) -> dict[str, Any]:
         "d_prime": c.group_bits,
         "bits_per_token": c.bits_per_token,
         "coded_bits_per_token": coded,
+        "default_mode": "context" if (m.path / CONTEXT_NAME).is_file() else "static" if has_prior else "raw",
         "bpp": c.bpp,
         "generative": c.generative,
         "model_id": model_id,
@@ -100,7 +106,7 @@ def _in_user_dir(path: Path) -> bool:
 
 def _model_cells(r: dict[str, Any]) -> list[str]:
     if r["broken"]:
-        return [r["name"], r["source"], *["-"] * 6, "broken", f"{r['path']}: {r['broken']}"]
+        return [r["name"], r["source"], *["-"] * 7, "broken", f"{r['path']}: {r['broken']}"]
     coded = "?" if r["coded_bits_per_token"] is None else f"{r['coded_bits_per_token']:.2f}"
     return [
         r["name"],
@@ -109,6 +115,7 @@ def _model_cells(r: dict[str, Any]) -> list[str]:
         f"{r['g']} x {r['d_prime']}",
         str(r["bits_per_token"]),
         coded,
+        r["default_mode"],
         f"{r['bpp']:.4f}",
         "yes" if r["generative"] else "no",
         r["model_id"] or "(unreadable)",
