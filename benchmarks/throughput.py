@@ -114,7 +114,10 @@ def load_codecs(models: list[str], presets: list[str]) -> tuple[list[Codec], str
     if models or presets:
         codecs = [load_codec(m) for m in models]
     else:
-        codecs = [load_codec(str(m.path)) for m in list_models()]
+        codecs = []
+        for m in list_models():
+            codecs.append(load_codec(str(m.path)))
+            codecs[-1].name = m.name  # the registry's name: two releases may both call themselves "default"
         presets = [] if codecs else list(FALLBACK_PRESETS)
     for name in presets:
         torch.manual_seed(0)
