@@ -299,9 +299,15 @@ class LocalFake:
     def make_noise(self, shape, seed=None, noise_scale=1.0) -> torch.Tensor:
         return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * noise_scale
 
-    def decode(self, tokens, seed=None, noise_scale=1.0, noise=None, style=None) -> torch.Tensor:
+    def draw_noise(self, shape, seed=None, noise_scale=1.0, realism=None) -> list[torch.Tensor]:
+        return [self.make_noise(shape, seed, noise_scale)]
+
+    def decoder_for(self, realism) -> SimpleNamespace:
+        return SimpleNamespace(generative=True)
+
+    def decode(self, tokens, seed=None, noise_scale=1.0, noise=None, style=None, realism=None):
         codes = self.tokens_to_codes(tokens)
-        noise = self.make_noise(tuple(codes.shape), seed, noise_scale) if noise is None else noise
+        noise = self.make_noise(tuple(codes.shape), seed, noise_scale) if noise is None else noise[0]
         style = style or codec_mod.style_stats(codes)
         y = torch.tanh(codes.sum(1, keepdim=True) + 0.1 * noise[:, :1] + style[0].sum())
         return y.repeat(1, 3, 1, 1).repeat_interleave(4, 2).repeat_interleave(4, 3)

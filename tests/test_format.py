@@ -170,7 +170,7 @@ VALID_BODY = b"\x89W\x01" + b"abcdef" + bytes([0b00_100_000, 0x67, 0x00, 0x00]) 
         (b"", "truncated"),
         (b"\x89", "truncated"),
         (b"GIF89a" + b"\0" * 30, "not a .wtk file"),
-        (b"\x89W\x02" + b"\0" * 30, "version 2"),
+        (b"\x89W\x03" + b"\0" * 30, "version 3"),
         (b"\x89W\x01abc", "truncated"),
         (with_crc(VALID_BODY + b"\0" * 4)[:-1], "CRC-32"),
         (with_crc(VALID_BODY + b"\0" * 3), "raw needs 4"),

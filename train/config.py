@@ -61,6 +61,20 @@ class TrainConfig:
     disc_channels: int = 64
     lecam_weight: float = 0.05
     lecam_decay: float = 0.999  # EMA of the discriminator's mean logits that LeCam pulls towards
+    r1_weight: float = 0.0  # R1 gradient penalty on real images, applied every r1_every steps (lazy R1)
+    r1_every: int = 16
+    disc_augment: tuple[str, ...] = ()  # DiffAugment policy for the discriminator: color, translation, cutout
+    disc_lr: float = 0.0  # the discriminator's learning rate (same schedule as lr); 0: lr
+    disc_warmup: int = 0  # first steps in which only the discriminator trains (generator frozen)
+    # Stage 2: noise inputs after every decoder block (level_noise) and a mode-seeking term that pushes the
+    # decodes of two noise draws apart (on diversity_fraction of the batch, decoded twice).
+    level_noise: bool = False
+    diversity_weight: float = 0.0
+    diversity_target: float = 0.02  # mean |decode(z1) - decode(z2)| on the [-1, 1] scale (2.55 on 0..255)
+    diversity_fraction: float = 0.5  # share of the batch decoded a second time for the diversity term
+    # Stage 2: export the init_from model unchanged, the trained decoder beside it as
+    # decoder_generative.safetensors (realism > 0), so its tokens, files and model id stay what they were.
+    attach_decoder: bool = False
     # Schedule: values that differ before step ``until`` (see the module docstring).
     phases: tuple[dict[str, Any], ...] = ()
     # Data augmentation: with probability zoom_prob a crop covers up to 1/zoom_min times more of the image
@@ -81,6 +95,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.lr_drops, self.betas = tuple(self.lr_drops), tuple(self.betas)  # type: ignore[assignment]
+        if isinstance(self.disc_augment, (list, tuple)):
+            self.disc_augment = tuple(self.disc_augment)
         self.phases = tuple(sorted((_check_phase(p) for p in self.phases), key=lambda p: p["until"]))
 
     def at(self, step: int) -> TrainConfig:
@@ -129,7 +145,7 @@ class TrainConfig:
             value, low = getattr(self, name), 1 if name in _POSITIVE_INTS else 0
             if type(value) is not int or not low <= value <= _MAX_INT:
                 raise ConfigError(f"{name} must be an integer >= {low}, not {value!r}")
-        for name in _WEIGHTS + ("lr", "ema_decay"):
+        for name in _WEIGHTS + ("lr", "disc_lr", "ema_decay"):
             value = getattr(self, name)
             if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, not {value!r}")
@@ -156,7 +172,23 @@ class TrainConfig:
             or (isinstance(self.device, str) and re.fullmatch(r"cuda:\d+", self.device) is not None),
             f"device must be one of {', '.join(DEVICE_CHOICES)} or cuda:N, not {self.device!r}",
         )
-        _check(type(self.bf16) is bool, f"bf16 must be true or false, not {self.bf16!r}")
+        for name in ("bf16", "level_noise", "attach_decoder"):
+            _check(
+                type(getattr(self, name)) is bool,
+                f"{name} must be true or false, not {getattr(self, name)!r}",
+            )
+        _check(
+            isinstance(self.disc_augment, tuple) and all(a in AUGMENTATIONS for a in self.disc_augment),
+            f"disc_augment must be a list of {', '.join(AUGMENTATIONS)}, not {self.disc_augment!r}",
+        )
+        _check(
+            type(self.diversity_fraction) in (int, float) and 0 < self.diversity_fraction <= 1,
+            f"diversity_fraction must be in (0, 1], not {self.diversity_fraction!r}",
+        )
+        _check(
+            not self.attach_decoder or self.stage == 2,
+            "attach_decoder is a stage-2 option (stage = 2)",
+        )
         for name in ("init_from", "data", "out"):
             _check(
                 isinstance(getattr(self, name), str), f"{name} must be a string, not {getattr(self, name)!r}"
@@ -188,8 +220,9 @@ _POSITIVE_INTS = (
     "checkpoint_every",
     "prior_images",
     "disc_channels",
+    "r1_every",
 )
-_NONNEGATIVE_INTS = ("num_workers", "warmup_steps", "disc_start", "threads", "seed")
+_NONNEGATIVE_INTS = ("num_workers", "warmup_steps", "disc_start", "disc_warmup", "threads", "seed")
 _WEIGHTS = (
     "l1_weight",
     "perceptual_weight",
@@ -197,6 +230,9 @@ _WEIGHTS = (
     "commitment_weight",
     "adversarial_weight",
     "lecam_weight",
+    "r1_weight",
+    "diversity_weight",
+    "diversity_target",
 )
 # Values a phase may change: the schedule of the optimisation, not what is trained or on what.
 PHASE_KEYS = frozenset({"lr", *_WEIGHTS})
@@ -204,6 +240,7 @@ _CHOICES = {
     "perceptual": ("effnet-lite0", "lpips-vgg", "none"),
     "export_dtype": EXPORT_DTYPE_NAMES,
 }
+AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment's (wetok_train.losses.diff_augment)
 _MAX_INT = 2**63 - 1  # torch seeds and step counters are int64
 
 

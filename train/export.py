@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from wetok.tokenizer import Tokenizer
+from wetok.tokenizer import Tokenizer, save_generative_decoder
 from wetok_train.config import EXPORT_DTYPE_NAMES, TrainConfig
 from wetok_train.data import CropDataset
 
@@ -45,4 +45,26 @@ def export_model(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
         + " (bits/token)",
         flush=True,
     )
+    return directory
+
+
+@torch.no_grad()
+def export_attached_decoder(ema: Tokenizer, cfg: TrainConfig, directory: Path) -> Path:
+    """Stage 2 with ``attach_decoder``: a copy of the ``init_from`` model directory, every file as it was
+    (weights, entropy tables, model id: tokens and files do not change), plus the trained decoder as
+    ``decoder_generative.safetensors`` for ``realism > 0``."""
+    import shutil
+
+    from wetok.modeldir import GENERATIVE_DECODER_NAME, is_model_dir
+    from wetok.zoo import installed_model_path
+
+    init = cfg.init_from
+    source = Path(init) if is_model_dir(init) else installed_model_path(init, "init_from")
+    if directory.exists():
+        shutil.rmtree(directory)
+    shutil.copytree(source, directory, ignore=shutil.ignore_patterns(GENERATIVE_DECODER_NAME))
+    save_generative_decoder(
+        ema.decoder.eval(), directory / GENERATIVE_DECODER_NAME, EXPORT_DTYPES[cfg.export_dtype]
+    )
+    print(f"generative decoder attached to a copy of {source}: {directory}", flush=True)
     return directory

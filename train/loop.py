@@ -37,7 +37,14 @@ from wetok_train.checkpoint import (
 )
 from wetok_train.config import TrainConfig
 from wetok_train.data import CropDataset, StepSampler
-from wetok_train.losses import AdversarialLoss, GeneratorLoss, PatchDiscriminator
+from wetok_train.losses import (
+    AdversarialLoss,
+    GeneratorLoss,
+    PatchDiscriminator,
+    diff_augment,
+    diversity_loss,
+    r1_penalty,
+)
 from wetok_train.monitor import Monitor
 
 
@@ -108,7 +115,7 @@ def initial_model(cfg: TrainConfig) -> Tokenizer:
     if not cfg.init_from:
         raise ValueError("stage 2 needs init_from: a stage-1 model directory or checkpoint")
     base = load_init_model(cfg.init_from)
-    model = base if base.config.generative else base.to_generative()
+    model = base if base.config.generative else base.to_generative(level_noise=cfg.level_noise)
     for p in [*model.encoder.parameters(), *model.quantizer.parameters()]:
         p.requires_grad_(False)
     return model.train()
@@ -130,15 +137,9 @@ def load_init_model(source: str) -> Tokenizer:
                 f"init_from {src}: does not hold a usable model ({_first_line(e)})"
             ) from None
         return base
-    from wetok.zoo import list_models
+    from wetok.zoo import installed_model_path
 
-    installed = {m.name: m.path for m in list_models()}
-    if source not in installed:
-        raise FileNotFoundError(
-            f"init_from {source!r}: no such model directory, checkpoint or installed model"
-            f" (installed: {', '.join(sorted(installed)) or 'none'})"
-        )
-    return Tokenizer.from_pretrained(installed[source])
+    return Tokenizer.from_pretrained(installed_model_path(source, "init_from"))
 
 
 def _checkpoint_in(run_dir: Path) -> Path:
@@ -225,39 +226,67 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int, warmup
 
 
 def train_step(state: State, loss_fn: GeneratorLoss, cfg: TrainConfig, real: Tensor) -> StepResult:
-    """One discriminator step, then one generator step, with the config of this step's phase."""
+    """One discriminator step, then one generator step, with the config of this step's phase. During the
+    first ``disc_warmup`` steps only the discriminator learns (against the generator as it is)."""
     cfg = cfg.at(state.step)
     state.adv.lecam_weight = cfg.lecam_weight
     device = real.device
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
     use_gan = state.disc is not None and state.step >= cfg.disc_start
+    train_g = state.step >= cfg.disc_warmup
     lr = learning_rate(cfg, state.step)
-    for opt in (state.opt_g, state.opt_d):
+    disc_lr = lr * cfg.disc_lr / cfg.lr if cfg.disc_lr > 0 else lr
+    for opt, value in ((state.opt_g, lr), (state.opt_d, disc_lr)):
         for group in opt.param_groups if opt is not None else []:
-            group["lr"] = lr
-    with autocast:
-        out = state.model(real)
+            group["lr"] = value
+    batch = len(real)
+    # The diversity term decodes part of the batch twice, with other noise: appended to the batch, so one
+    # forward (through DDP) computes both.
+    twice = int(batch * cfg.diversity_fraction) if cfg.diversity_weight > 0 and train_g else 0
+    with autocast, torch.set_grad_enabled(train_g):
+        out = state.model(torch.cat([real, real[:twice]]) if twice else real)
+    recon = out.recon[:batch]
     terms: dict[str, Tensor] = {}
     if use_gan:
+        terms.update(_discriminator_step(state, cfg, real, recon.detach(), autocast))
+    if train_g:
         with autocast:
-            logits_real, logits_fake = state.disc(real), state.disc(out.recon.detach())
-        d_terms = state.adv.discriminator_loss(logits_real, logits_fake)
-        state.opt_d.zero_grad(set_to_none=True)
-        d_terms["adv/total"].backward()
-        state.opt_d.step()
-        terms.update(d_terms)
-    with autocast:
-        fake_logits = state.disc(out.recon) if use_gan else None
-    q_losses = out.losses if cfg.stage == 1 else {}
-    total, g_terms = loss_fn(out.recon, real, q_losses, fake_logits, cfg)
-    state.opt_g.zero_grad(set_to_none=True)
-    total.backward()
-    state.opt_g.step()
-    update_ema(state.ema, state.tokenizer, cfg.ema_decay, state.step, cfg.ema_warmup)
+            fake_logits = state.disc(_augment(recon, cfg)) if use_gan else None
+        q_losses = out.losses if cfg.stage == 1 else {}
+        total, g_terms = loss_fn(recon, real, q_losses, fake_logits, cfg)
+        if twice:
+            g_terms["div/loss"] = diversity_loss(recon[:twice], out.recon[batch:], cfg.diversity_target)
+            total = total + cfg.diversity_weight * g_terms["div/loss"]
+            g_terms["loss/total"] = total
+        state.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        state.opt_g.step()
+        update_ema(state.ema, state.tokenizer, cfg.ema_decay, state.step, cfg.ema_warmup)
+        terms.update(g_terms)
     state.step += 1
-    terms.update(g_terms)
     terms["lr"] = torch.tensor(lr)
-    return StepResult({k: v.detach() for k, v in terms.items()}, out.indices.detach())
+    return StepResult({k: v.detach() for k, v in terms.items()}, out.indices[:batch].detach())
+
+
+def _augment(images: Tensor, cfg: TrainConfig) -> Tensor:
+    return diff_augment(images, cfg.disc_augment) if cfg.disc_augment else images
+
+
+def _discriminator_step(
+    state: State, cfg: TrainConfig, real: Tensor, fake: Tensor, autocast
+) -> dict[str, Tensor]:
+    """Hinge + LeCam on (augmented) real and fake images, plus lazy R1 every ``r1_every`` steps."""
+    with autocast:
+        logits_real, logits_fake = state.disc(_augment(real, cfg)), state.disc(_augment(fake, cfg))
+    terms = state.adv.discriminator_loss(logits_real, logits_fake)
+    total = terms["adv/total"]
+    if cfg.r1_weight > 0 and state.step % cfg.r1_every == 0:
+        terms["adv/r1"] = r1_penalty(state.disc, real, cfg.disc_augment)
+        total = total + cfg.r1_weight * cfg.r1_every * terms["adv/r1"]  # lazy: scaled by its interval
+    state.opt_d.zero_grad(set_to_none=True)
+    total.backward()
+    state.opt_d.step()
+    return terms
 
 
 def make_loader(cfg: TrainConfig, start_step: int, rank: int, world: int) -> DataLoader:
@@ -349,9 +378,12 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bo
     if stop.requested:
         raise TrainingStopped(f"stopped at step {state.step}; checkpoint in {out}, continue with --resume")
     if rank == 0:
-        from wetok_train.export import export_model
+        from wetok_train.export import export_attached_decoder, export_model
 
-        export_model(state.ema, cfg, out / "model")
+        if cfg.attach_decoder:
+            export_attached_decoder(state.ema, cfg, out / "model")
+        else:
+            export_model(state.ema, cfg, out / "model")
     if dist.is_initialized():
         dist.barrier()
     return out / "model"

@@ -1,4 +1,6 @@
-"""Losses of both training stages: reconstruction, perceptual, GQ, adversarial (hinge + LeCam).
+"""Losses of both training stages: reconstruction, perceptual, GQ, adversarial (hinge + LeCam + R1), and
+the data-efficient GAN pieces stage 2 uses on a few hundred photos: differentiable augmentation of what the
+discriminator sees (DiffAugment, Zhao et al. 2020) and a mode-seeking diversity term (Mao et al. 2019).
 
 Every loss returns a dict with namespaced keys (``rec/l1``, ``gq/entropy``, ``adv/gen`` …); the total is
 ``Σ weight·term`` with the weights from :class:`wetok_train.config.TrainConfig`.
@@ -63,6 +65,61 @@ class AdversarialLoss(nn.Module):
             "adv/logits_real": real.mean().detach(),
             "adv/logits_fake": fake.mean().detach(),
         }
+
+
+def diff_augment(x: Tensor, policy: tuple[str, ...]) -> Tensor:
+    """DiffAugment (Zhao et al. 2020): random brightness/saturation/contrast, translation by up to 1/8 of
+    the side (zero fill) and a cutout of half the side, each drawn per sample, all differentiable, applied
+    to real and fake images alike before the discriminator: it cannot memorise 195 photos through them."""
+    if "color" in policy:
+        b = x.shape[0]
+        x = x + (torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+    if "translation" in policy:
+        x = _translate(x, 0.125)
+    if "cutout" in policy:
+        x = _cutout(x, 0.5)
+    return x
+
+
+def _translate(x: Tensor, ratio: float) -> Tensor:
+    b, _, h, w = x.shape
+    sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ty = torch.randint(-sy, sy + 1, (b, 1, 1), device=x.device)
+    tx = torch.randint(-sx, sx + 1, (b, 1, 1), device=x.device)
+    gy = (torch.arange(h, device=x.device)[None, :, None] + ty).clamp(-1, h)  # -1 and h read the zero pad
+    gx = (torch.arange(w, device=x.device)[None, None, :] + tx).clamp(-1, w)
+    padded = F.pad(x, (1, 1, 1, 1))
+    idx = torch.arange(b, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[idx, gy + 1, gx + 1].permute(0, 3, 1, 2)
+
+
+def _cutout(x: Tensor, ratio: float) -> Tensor:
+    b, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    cy = torch.randint(0, h + 1 - ch % 2, (b, 1, 1), device=x.device)
+    cx = torch.randint(0, w + 1 - cw % 2, (b, 1, 1), device=x.device)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = ((ys - cy).abs() < ch // 2 + 1) & ((xs - cx).abs() < cw // 2 + 1)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+def r1_penalty(disc: nn.Module, real: Tensor, augment: tuple[str, ...]) -> Tensor:
+    """R1 (Mescheder et al. 2018): the squared gradient norm of the discriminator at real images."""
+    real = real.detach().requires_grad_(True)
+    logits = disc(diff_augment(real, augment) if augment else real)
+    (grad,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def diversity_loss(first: Tensor, second: Tensor, target: float) -> Tensor:
+    """Mode seeking: two decodes of the same tokens with different noise should differ by ``target`` (mean
+    absolute difference, on the ``[-1, 1]`` scale); a hinge, so past it the term asks for nothing more."""
+    return F.relu(target - (first.float() - second.float()).abs().mean())
 
 
 class GeneratorLoss(nn.Module):

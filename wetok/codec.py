@@ -25,7 +25,7 @@ from wetok import format as fmt
 from wetok.context import CONTEXT_NAME, ContextModel
 from wetok.entropy import ContextCoder, RangeCoder, decode_payload, encode_payload, static_supported
 from wetok.errors import ContextMismatchError, ImageTooLargeError, ModelMismatchError, WtkFormatError
-from wetok.format import Header
+from wetok.format import DecoderSetting, Header, resolve_setting
 from wetok.image import (
     array_to_tensor,
     blend_weights,
@@ -168,20 +168,31 @@ class Codec:
         return encode_tiled(self.model, x, self.tile_tokens), (height, width)
 
     def decode_tokens(
-        self, tokens: Tensor, size: tuple[int, int], seed: int | None = 0, noise_scale: float = 1.0
+        self,
+        tokens: Tensor,
+        size: tuple[int, int],
+        seed: int | None = 0,
+        noise_scale: float = 1.0,
+        realism: float | None = None,
     ) -> Image.Image:
-        """Tokens ``[1, h, w, g]`` → RGB image cropped to ``size = (H, W)``."""
+        """Tokens ``[1, h, w, g]`` → RGB image cropped to ``size = (H, W)``; ``realism`` picks the decoder
+        (:meth:`wetok.tokenizer.Tokenizer.decoder_for`)."""
         check_pixels(size[1], size[0])
         check_memory(self.model.config, size[0], size[1], self.tile_tokens, "decode")
-        rgb = decode_tiled(self.model, tokens, self.tile_tokens, seed, noise_scale)
+        rgb = decode_tiled(self.model, tokens, self.tile_tokens, seed, noise_scale, realism=realism)
         return to_pil(np.ascontiguousarray(rgb[: size[0], : size[1]]))
 
     # -- tokens ↔ bytes ------------------------------------------------------------------------------------
     def pack_tokens(
-        self, tokens: Tensor | np.ndarray, size: tuple[int, int], mode: str | None = None
+        self,
+        tokens: Tensor | np.ndarray,
+        size: tuple[int, int],
+        mode: str | None = None,
+        setting: DecoderSetting | None = None,
     ) -> bytes:
         """Tokens ``[1, h, w, g]`` of an image of ``size = (H, W)`` → ``.wtk`` bytes (``mode`` ``None``:
-        :attr:`default_mode`; a mode that would not be smaller falls back, see :func:`encode_payload`)."""
+        :attr:`default_mode`; a mode that would not be smaller falls back, see :func:`encode_payload`).
+        ``setting``: the decoder setting the file asks for (none: a version-1 file, as always written)."""
         t = np.asarray(tokens.cpu() if isinstance(tokens, Tensor) else tokens)
         header = Header(self.model_id, "raw", size[0], size[1], *self._shape()).validate()
         expected = (header.token_height, header.token_width, header.groups)
@@ -193,10 +204,16 @@ class Codec:
         used, payload = encode_payload(
             grid, header.group_bits, mode or self.default_mode, self._coder, self._context_coder
         )
-        return fmt.pack(Header(self.model_id, used, *size, *self._shape()), payload)
+        realism, seed = (setting.realism, setting.seed) if setting is not None else (None, None)
+        return fmt.pack(Header(self.model_id, used, *size, *self._shape(), realism, seed), payload)
 
     def unpack_tokens(self, data: bytes) -> tuple[Tensor, tuple[int, int]]:
         """``.wtk`` bytes → tokens ``[1, h, w, g]`` (int64) and ``(H, W)``; checks the model id."""
+        tokens, header = self.unpack(data)
+        return tokens, (header.height, header.width)
+
+    def unpack(self, data: bytes) -> tuple[Tensor, Header]:
+        """``.wtk`` bytes → tokens ``[1, h, w, g]`` (int64) and the file's header; checks the model id."""
         header, payload = fmt.unpack(data)
         self.check_header(header)
         check_pixels(header.width, header.height, "the file's image")
@@ -215,7 +232,7 @@ class Codec:
             e.actual_name = self.name
             raise
         tokens = torch.from_numpy(flat).view(1, header.token_height, header.token_width, header.groups)
-        return tokens, (header.height, header.width)
+        return tokens, header
 
     def check_header(self, header: Header) -> None:
         """Raise :class:`ModelMismatchError` unless the file was made with this codec."""
@@ -232,16 +249,56 @@ class Codec:
         return cfg.downsample, cfg.groups, cfg.group_bits
 
     # -- public codec API ----------------------------------------------------------------------------------
-    def compress(self, image: ImageLike, mode: str | None = None) -> bytes:
-        """Image (PIL, array or path) → ``.wtk`` bytes in ``mode`` (default :attr:`default_mode`); a mode that
-        would not be smaller falls back (context → static → raw)."""
-        tokens, size = self.encode_tokens(image)
-        return self.pack_tokens(tokens, size, mode)
+    @property
+    def default_setting(self) -> DecoderSetting | None:
+        """The decoder setting files get unless told otherwise: the model's measured default realism with
+        seed 0 when it has a generative decoder, else none (the file decodes with the model's own)."""
+        realism = self.model.default_realism
+        return None if realism is None else DecoderSetting(realism, 0)
 
-    def decompress(self, data: bytes, seed: int | None = 0, noise_scale: float = 1.0) -> Image.Image:
-        """``.wtk`` bytes → RGB image; a generative decoder draws its noise from ``seed`` (reproducible)."""
-        tokens, size = self.unpack_tokens(data)
-        return self.decode_tokens(tokens, size, seed=seed, noise_scale=noise_scale)
+    def compress(
+        self,
+        image: ImageLike,
+        mode: str | None = None,
+        realism: float | None = None,
+        seed: int | None = None,
+        seed_search: int = 1,
+    ) -> bytes:
+        """Image (PIL, array or path) → ``.wtk`` bytes in ``mode`` (default :attr:`default_mode`; a mode that
+        would not be smaller falls back: context → static → raw).
+
+        ``realism`` and ``seed`` are the decoder setting written into the file (default
+        :attr:`default_setting`); ``seed_search = K`` tries seeds ``seed … seed+K-1`` and keeps the one whose
+        decode is closest to the image by MS-SSIM (:func:`wetok.seeds.search_seed`)."""
+        rgb = open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image)
+        tokens, size = self.encode_tokens(rgb)
+        setting = resolve_setting(self.default_setting, realism, seed)
+        if setting is not None:
+            self.model.decoder_for(setting.realism)  # refuse a realism this model cannot decode, now
+        if setting is not None and seed_search > 1 and setting.realism > 0:
+            from wetok.seeds import search_seed
+
+            def decode(seed: int) -> np.ndarray:
+                return np.asarray(self.decode_tokens(tokens, size, seed=seed, realism=setting.realism))
+
+            setting = search_seed(decode, rgb, setting, seed_search)
+        return self.pack_tokens(tokens, size, mode, setting)
+
+    def decompress(
+        self,
+        data: bytes,
+        seed: int | None = None,
+        noise_scale: float = 1.0,
+        realism: float | None = None,
+    ) -> Image.Image:
+        """``.wtk`` bytes → RGB image with the file's decoder setting; ``seed`` / ``realism`` override it
+        (a file without one decodes with the model's own decoder, noise seed 0)."""
+        tokens, header = self.unpack(data)
+        realism = header.realism if realism is None else realism
+        seed = (header.seed if header.seed is not None else 0) if seed is None else seed
+        return self.decode_tokens(
+            tokens, (header.height, header.width), seed=seed, noise_scale=noise_scale, realism=realism
+        )
 
     def compress_file(
         self, fin: str | Path | BinaryIO, fout: str | Path | BinaryIO, mode: str | None = None
@@ -255,12 +312,13 @@ class Codec:
         self,
         fin: str | Path | BinaryIO,
         fout: str | Path | BinaryIO,
-        seed: int | None = 0,
+        seed: int | None = None,
         noise_scale: float = 1.0,
         format: str | None = None,
+        realism: float | None = None,
     ) -> Image.Image:
         """Read a ``.wtk`` file, write the image (format from ``fout``'s suffix, else PNG)."""
-        image = self.decompress(_read(fin), seed=seed, noise_scale=noise_scale)
+        image = self.decompress(_read(fin), seed=seed, noise_scale=noise_scale, realism=realism)
         if isinstance(fout, (str, Path)):
             image.save(fout, format=format)
         else:
@@ -339,14 +397,28 @@ def _decode_window(model: Tokenizer, tokens: Tensor, **kwargs) -> Tensor:
     """Decode ``[1, h, w, g]`` → ``[3, h·f, w·f]`` float32 CPU; a single token is decoded as a pair."""
     if tokens.shape[1] == tokens.shape[2] == 1:
         noise = kwargs.get("noise")
-        if noise is None and model.config.generative:
-            noise = model.make_noise(
-                (1, model.config.latent_dim, 1, 1), kwargs.get("seed"), kwargs.get("noise_scale", 1.0)
+        decoder = model.decoder_for(kwargs.get("realism"))
+        if noise is None and decoder.generative:
+            shape = (1, model.config.latent_dim, 1, 1)
+            noise = model.draw_noise(
+                shape, kwargs.get("seed"), kwargs.get("noise_scale", 1.0), kwargs.get("realism")
             )
-        kwargs["noise"] = noise.repeat(1, 1, 1, 2) if noise is not None else None
+        kwargs["noise"] = [n.repeat(1, 1, 1, 2) for n in noise] if noise is not None else None
         f = model.config.downsample
         return model.decode(tokens.repeat(1, 1, 2, 1), **kwargs)[0, :, :, :f].float().cpu()
     return model.decode(tokens, **kwargs)[0].float().cpu()
+
+
+def slice_noise(
+    maps: list[Tensor], grid: tuple[int, int], y0: int, y1: int, x0: int, x1: int
+) -> list[Tensor]:
+    """The part of whole-image noise maps under tokens ``[y0:y1, x0:x1]`` of a ``grid = (h, w)`` token
+    grid; each map is at its own multiple of the grid's resolution."""
+    out = []
+    for m in maps:
+        s = m.shape[-2] // grid[0]
+        out.append(m[..., y0 * s : y1 * s, x0 * s : x1 * s])
+    return out
 
 
 def decode_tiled(
@@ -356,27 +428,31 @@ def decode_tiled(
     seed: int | None = 0,
     noise_scale: float = 1.0,
     overlap: int = DECODE_OVERLAP,
+    realism: float | None = None,
 ) -> np.ndarray:
     """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]``; overlapping tiles blended with linear ramps.
 
-    One noise tensor ``[1, d, h, w]`` is drawn from ``seed`` for the whole grid (the same one an untiled
-    decode draws) and every tile uses the whole image's AdaGN statistics.
+    The noise maps are drawn from ``seed`` for the whole grid (the ones an untiled decode draws) and every
+    tile uses the whole image's AdaGN statistics.
     """
     f = model.config.downsample
     h, w = tokens.shape[1:3]
     if tile <= 0 or (h <= tile and w <= tile):
-        return tensor_to_array(_decode_window(model, tokens, seed=seed, noise_scale=noise_scale))
+        return tensor_to_array(
+            _decode_window(model, tokens, seed=seed, noise_scale=noise_scale, realism=realism)
+        )
     codes = model.tokens_to_codes(tokens)
     style = style_stats(codes)
-    noise = model.make_noise(tuple(codes.shape), seed, noise_scale) if model.config.generative else None
+    decoder = model.decoder_for(realism)
+    noise = model.draw_noise(tuple(codes.shape), seed, noise_scale, realism) if decoder.generative else None
     del codes
     acc = torch.zeros((3, h * f, w * f), dtype=torch.float32)
     overlap = min(overlap, tile // 3)
     ys, xs = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
     for (y0, y1), wy in zip(ys, blend_weights(ys, f), strict=True):
         for (x0, x1), wx in zip(xs, blend_weights(xs, f), strict=True):
-            part = noise[..., y0:y1, x0:x1] if noise is not None else None
-            img = _decode_window(model, tokens[:, y0:y1, x0:x1], noise=part, style=style)
+            part = slice_noise(noise, (h, w), y0, y1, x0, x1) if noise is not None else None
+            img = _decode_window(model, tokens[:, y0:y1, x0:x1], noise=part, style=style, realism=realism)
             acc[:, y0 * f : y1 * f, x0 * f : x1 * f] += img * torch.from_numpy(np.outer(wy, wx))
     return tensor_to_array(acc)
 
@@ -397,10 +473,14 @@ def compress(image: ImageLike, model: Codec | Tokenizer, mode: str | None = None
 
 
 def decompress(
-    data: bytes, model: Codec | Tokenizer, seed: int | None = 0, noise_scale: float = 1.0
+    data: bytes,
+    model: Codec | Tokenizer,
+    seed: int | None = None,
+    noise_scale: float = 1.0,
+    realism: float | None = None,
 ) -> Image.Image:
-    """``.wtk`` bytes → RGB image with ``model``."""
-    return as_codec(model).decompress(data, seed=seed, noise_scale=noise_scale)
+    """``.wtk`` bytes → RGB image with ``model`` (the file's decoder setting unless overridden)."""
+    return as_codec(model).decompress(data, seed=seed, noise_scale=noise_scale, realism=realism)
 
 
 def read_info(data: bytes | BinaryIO, codec: Codec | None = None) -> WtkInfo:

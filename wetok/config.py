@@ -47,8 +47,9 @@ def _check_types(c: TokenizerConfig) -> None:
         raise ConfigError(
             f"model config: ch_mult must be 1..{MAX_CH_MULT_LEVELS} integers in 1..64, not {mult!r}"
         )
-    if type(c.generative) is not bool:
-        raise ConfigError(f"model config: generative must be true or false, not {c.generative!r}")
+    for name in ("generative", "level_noise"):
+        if type(getattr(c, name)) is not bool:
+            raise ConfigError(f"model config: {name} must be true or false, not {getattr(c, name)!r}")
     t = c.entropy_temperature
     if type(t) not in (int, float) or not math.isfinite(t) or t <= 0:
         raise ConfigError(f"model config: entropy_temperature must be a positive number, not {t!r}")
@@ -74,6 +75,10 @@ class TokenizerConfig:
     ``patch_size > 1`` puts a space-to-depth stem in front of the encoder and depth-to-space after the decoder
     (as DC-AE and Cosmos-Tokenizer do), so no convolution runs at full resolution: on a CPU that buys about
     1.6x the training images per second for the same quality per image seen. The releases use 1.
+
+    ``level_noise`` (generative decoders only) adds one map of Gaussian noise after every ResBlock of every
+    decoder level, scaled per channel by learned weights that start at zero (StyleGAN's noise inputs): the
+    release's noise, concatenated at the 1/f input only, is barely used and cannot paint fine texture.
     """
 
     ch: int = 32
@@ -82,6 +87,7 @@ class TokenizerConfig:
     groups: int = 4
     group_bits: int = 8
     generative: bool = False
+    level_noise: bool = False
     in_channels: int = 3
     patch_size: int = 1
     norm_groups: int = 32
@@ -97,6 +103,8 @@ class TokenizerConfig:
             raise ConfigError(f"every width {widths} must be a multiple of norm_groups={self.norm_groups}")
         if self.patch_size & (self.patch_size - 1):
             raise ConfigError(f"patch_size must be a power of two >= 1, not {self.patch_size}")
+        if self.level_noise and not self.generative:
+            raise ConfigError("model config: level_noise needs a generative decoder (generative: true)")
         if self.codebook_entropy not in CODEBOOK_ENTROPY_VARIANTS:
             raise ConfigError(f"codebook_entropy must be one of {CODEBOOK_ENTROPY_VARIANTS}")
         params = estimated_params(self)
@@ -132,6 +140,8 @@ class TokenizerConfig:
         # the id of every existing model (hashed from it), stays what it was.
         if d["patch_size"] == 1:
             del d["patch_size"]
+        if not d["level_noise"]:
+            del d["level_noise"]
         return d
 
     @classmethod

@@ -92,6 +92,11 @@ class OutputError(WetokError, ValueError):
     neither a regular file nor something written into (a device, a FIFO)."""
 
 
+class RealismError(WetokError, ValueError):
+    """A realism the model cannot decode: above 0 for a model without a generative decoder, or outside
+    0..1."""
+
+
 class ShardError(WetokError, ValueError):
     """A token shard or index (``wetok tokenize`` output) is missing, damaged or from another run."""
 
@@ -106,6 +111,7 @@ __all__ = [
     "ModelNotFoundError",
     "OutputError",
     "PriorError",
+    "RealismError",
     "ShardError",
     "WetokError",
     "WtkFormatError",

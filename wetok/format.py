@@ -1,19 +1,22 @@
 """The ``.wtk`` token file: one image's tokens in a small, versioned, checksummed container.
 
-Layout of format version 1 (``docs/format.md`` has the long form). Fixed-width integers are big-endian;
-``varint`` is unsigned LEB128 (7 bits per byte, least-significant group first, high bit set on every byte
-but the last, at most 3 bytes, no redundant trailing ``0x80`` groups).
+Layout of format versions 1 and 2 (``docs/format.md`` has the long form); version 2 is version 1 plus
+the decoder setting the encoder chose, and is written only for files that carry one. Fixed-width integers
+are big-endian; ``varint`` is unsigned LEB128 (7 bits per byte, least-significant group first, high bit
+set on every byte but the last, at most 3 bytes, no redundant trailing ``0x80`` groups).
 
 ======  =====  =================================================================================
 offset  bytes  field
 ======  =====  =================================================================================
 0       2      magic ``89 57`` (``"\\x89W"``)
-2       1      format version, ``01``
+2       1      format version, ``01`` or ``02``
 3       6      model id: :attr:`wetok.codec.Codec.model_id` (SHA-256 prefix of weights + prior)
 9       1      bits 7-6 coding mode (0 raw, 1 static, 2 context), bits 5-3 ``log2 f``, bits 2-0 zero
 10      1-2    varint ``(g - 1) * 32 + (d' - 1)``
 .       1-3    varint ``H - 1``  (original image height in pixels)
 .       1-3    varint ``W - 1``  (original image width)
+.       1      version 2 only: realism in hundredths, 0..100 (0: the faithful decoder, 100: the generative)
+.       1-3    version 2 only: varint noise seed of the generative decoder (0 .. 2^21 - 1)
 .       n      payload
 end-4   4      CRC-32 (zlib/IEEE) of every byte before it
 ======  =====  =================================================================================
@@ -45,7 +48,10 @@ from typing import BinaryIO
 from wetok.errors import WtkFormatError
 
 MAGIC = b"\x89W"
-VERSION = 1
+VERSION = 1  # files without a decoder setting: byte for byte what wetok has always written
+DECODER_VERSION = 2  # files with one (realism, seed)
+VERSIONS = (VERSION, DECODER_VERSION)
+MAX_SEED = (1 << 21) - 1  # a 3-byte varint
 MODEL_ID_BYTES = 6
 MODES = ("raw", "static", "context")
 CONTEXT_ID_BYTES = 4  # a context payload starts with the id of the context model that coded it
@@ -70,7 +76,17 @@ class Header:
     downsample: int
     groups: int
     group_bits: int
+    realism: float | None = None  # the decoder setting (version 2): realism in [0, 1], hundredths
+    seed: int | None = None  # its noise seed
     version: int = VERSION
+
+    def __post_init__(self) -> None:
+        if self.realism is not None and self.version == VERSION:
+            object.__setattr__(self, "version", DECODER_VERSION)  # a decoder setting needs version 2
+
+    @property
+    def has_decoder_setting(self) -> bool:
+        return self.realism is not None
 
     @property
     def model_id_hex(self) -> str:
@@ -100,7 +116,22 @@ class Header:
         """Raise :class:`WtkFormatError` unless every field lies within the format's limits."""
         _check(len(self.model_id) == MODEL_ID_BYTES, f"model id must be {MODEL_ID_BYTES} bytes")
         _check(self.mode in MODES, f"unknown coding mode {self.mode!r}")
-        _check(self.version == VERSION, f"unsupported .wtk format version {self.version}")
+        _check(self.version in VERSIONS, f"unsupported .wtk format version {self.version}")
+        _check(
+            (self.realism is None) == (self.seed is None) == (self.version == VERSION),
+            "a .wtk decoder setting needs both realism and seed (and format version 2)",
+        )
+        if self.realism is not None:
+            _check(
+                isinstance(self.realism, (int, float))
+                and 0 <= self.realism <= 1
+                and abs(self.realism * 100 - round(self.realism * 100)) < 1e-6,
+                f"realism {self.realism!r} is not a multiple of 0.01 in [0, 1]",
+            )
+            _check(
+                type(self.seed) is int and 0 <= self.seed <= MAX_SEED,
+                f"noise seed {self.seed!r} outside 0..{MAX_SEED}",
+            )
         _check(
             1 <= self.height <= MAX_SIDE and 1 <= self.width <= MAX_SIDE,
             f"image size {self.width}x{self.height} outside 1..{MAX_SIDE} per side",
@@ -119,6 +150,32 @@ class Header:
             f"g={self.groups}, d'={self.group_bits} outside 1..{MAX_GROUPS}, 1..{MAX_GROUP_BITS}",
         )
         return self
+
+
+@dataclass(frozen=True)
+class DecoderSetting:
+    """How the encoder asks a file to be decoded: ``realism`` in ``[0, 1]`` (hundredths) and the noise
+    ``seed`` of the generative decoder (``0 … MAX_SEED``)."""
+
+    realism: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.realism, (int, float)) and 0 <= self.realism <= 1):
+            raise ValueError(f"realism must lie in [0, 1], not {self.realism!r}")
+        if type(self.seed) is not int or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"a seed written into a .wtk file must lie in 0..{MAX_SEED}, not {self.seed!r}")
+        object.__setattr__(self, "realism", round(float(self.realism), 2))
+
+
+def resolve_setting(
+    default: DecoderSetting | None, realism: float | None, seed: int | None
+) -> DecoderSetting | None:
+    """The setting a file gets: ``default`` with what was given over it (none at all: no setting)."""
+    if default is None and realism is None and seed is None:
+        return None
+    base = default or DecoderSetting(0.0, 0)
+    return DecoderSetting(base.realism if realism is None else realism, base.seed if seed is None else seed)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -166,10 +223,17 @@ def pack(header: Header, payload: bytes) -> bytes:
             write_varint((header.groups - 1) * 32 + header.group_bits - 1),
             write_varint(header.height - 1),
             write_varint(header.width - 1),
+            _decoder_setting(header),
             payload,
         ]
     )
     return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def _decoder_setting(header: Header) -> bytes:
+    if header.realism is None:
+        return b""
+    return bytes([round(header.realism * 100)]) + write_varint(header.seed)  # type: ignore[arg-type]
 
 
 def unpack(data: bytes) -> tuple[Header, bytes]:
@@ -192,8 +256,9 @@ def _check_magic_and_version(data: bytes) -> None:
     _check(len(data) >= len(MAGIC) + 1, f"truncated .wtk file ({len(data)} bytes)")
     _check(data[: len(MAGIC)] == MAGIC, "not a .wtk file (bad magic bytes)")
     _check(
-        data[len(MAGIC)] == VERSION,
-        f"unsupported .wtk format version {data[len(MAGIC)]} (this wetok reads version {VERSION})",
+        data[len(MAGIC)] in VERSIONS,
+        f"unsupported .wtk format version {data[len(MAGIC)]} (this wetok reads versions "
+        f"{', '.join(map(str, VERSIONS))})",
     )
 
 
@@ -205,6 +270,13 @@ def _parse_fields(data: bytes, end: int) -> tuple[Header, int]:
     shape, pos = read_varint(data, _FIXED, end)
     height, pos = read_varint(data, pos, end)
     width, pos = read_varint(data, pos, end)
+    realism = seed = None
+    version = data[len(MAGIC)]
+    if version == DECODER_VERSION:
+        _check(pos < end, "truncated .wtk file (header ends early)")
+        _check(data[pos] <= 100, f"malformed .wtk header (realism {data[pos]} above 100 hundredths)")
+        realism = data[pos] / 100
+        seed, pos = read_varint(data, pos + 1, end)
     header = Header(
         model_id=model_id,
         mode=MODES[flags >> 6],
@@ -213,6 +285,9 @@ def _parse_fields(data: bytes, end: int) -> tuple[Header, int]:
         downsample=1 << ((flags >> 3) & 0b111),
         groups=shape // 32 + 1,
         group_bits=shape % 32 + 1,
+        realism=realism,
+        seed=seed,
+        version=version,
     )
     return header.validate(), pos
 
@@ -229,7 +304,7 @@ def _check_payload_length(header: Header, length: int) -> None:
         _check(length > CONTEXT_ID_BYTES, f"truncated .wtk payload ({length} bytes of context code)")
 
 
-MAX_HEADER_BYTES = _FIXED + 2 + 3 + 3  # fixed fields + the three varints at their longest
+MAX_HEADER_BYTES = _FIXED + 2 + 3 + 3 + 1 + 3  # fixed fields + varints and decoder setting at their longest
 
 
 def read_stream(fileobj: BinaryIO, max_bytes: int = MAX_FILE_BYTES) -> bytes:

@@ -69,3 +69,16 @@ class Upsampler(nn.Module):
         c = c4 // 4
         y = y.view(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2)  # [B, C, h, i, w, j]
         return y.reshape(b, c, 2 * h, 2 * w)
+
+
+class NoiseInjection(nn.Module):
+    """``x + weight · n``: one noise map ``[B, 1, H, W]`` broadcast over the channels with a learned weight
+    per channel, zero at initialisation so that adding it changes nothing until training moves it
+    (StyleGAN)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor, noise: Tensor) -> Tensor:
+        return x + self.weight.to(x.dtype)[None, :, None, None] * noise.to(x.dtype)

@@ -6,12 +6,14 @@ Shapes: images ``[B, 3, H, W]`` in ``[-1, 1]``; latents ``[B, d, H/f, W/f]`` wit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wetok.config import TokenizerConfig
-from wetok.layers import AdaptiveGroupNorm, ResBlock, Upsampler, norm, style_stats
+from wetok.layers import AdaptiveGroupNorm, NoiseInjection, ResBlock, Upsampler, norm, style_stats
 
 
 def _blocks(cin: int, cout: int, n: int, norm_groups: int) -> nn.ModuleList:
@@ -21,11 +23,19 @@ def _blocks(cin: int, cout: int, n: int, norm_groups: int) -> nn.ModuleList:
 class _Level(nn.Module):
     """One resolution level: ``block`` ResBlocks, then an optional resampler (named as in the release)."""
 
-    def __init__(self, block: nn.ModuleList, resample: nn.Module | None, resample_name: str) -> None:
+    def __init__(
+        self,
+        block: nn.ModuleList,
+        resample: nn.Module | None,
+        resample_name: str,
+        noise: nn.ModuleList | None = None,
+    ) -> None:
         super().__init__()
         self.block = block
         if resample is not None:
             self.add_module(resample_name, resample)
+        if noise is not None:  # one NoiseInjection after each block (generative decoders with level_noise)
+            self.noise = noise
 
 
 class Encoder(nn.Module):
@@ -63,15 +73,19 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Codes ``[B, d, h, w]`` (plus noise ``[B, d, h, w]`` when generative) → image ``[B, 3, h·f, w·f]``.
+    """Codes ``[B, d, h, w]`` (plus noise when generative) → image ``[B, 3, h·f, w·f]``.
 
-    The output is unbounded; clamp to ``[-1, 1]`` for display. Adaptive GroupNorm reads the codes alone.
+    A generative decoder takes the noise maps of :meth:`noise_shapes`: ``[B, d, h, w]`` concatenated with
+    the codes at the input (the release's), then with ``level_noise`` one ``[B, 1, H_l, W_l]`` map per
+    ResBlock of every level, in the order the blocks run. The output is unbounded; clamp to ``[-1, 1]`` for
+    display. Adaptive GroupNorm reads the codes alone.
     """
 
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
         widths = [cfg.ch * m for m in cfg.ch_mult]
         self.generative = cfg.generative
+        self.num_res_blocks = cfg.num_res_blocks
         d = cfg.latent_dim
         cin = widths[-1]
         self.conv_in = nn.Conv2d(2 * d if cfg.generative else d, cin, 3, padding=1)
@@ -82,7 +96,10 @@ class Decoder(nn.Module):
             adaptive[i] = AdaptiveGroupNorm(cin, d, cfg.norm_groups)
             cout = widths[i]
             ups = Upsampler(cout) if i > 0 else None
-            up[i] = _Level(_blocks(cin, cout, cfg.num_res_blocks, cfg.norm_groups), ups, "upsample")
+            noise = None
+            if cfg.level_noise:
+                noise = nn.ModuleList(NoiseInjection(cout) for _ in range(cfg.num_res_blocks))
+            up[i] = _Level(_blocks(cin, cout, cfg.num_res_blocks, cfg.norm_groups), ups, "upsample", noise)
             cin = cout
         self.up = nn.ModuleList(up)  # indexed by level, not by execution order
         self.adaptive = nn.ModuleList(adaptive)
@@ -90,24 +107,46 @@ class Decoder(nn.Module):
         self.patch_size = cfg.patch_size
         self.conv_out = nn.Conv2d(cin, 3 * cfg.patch_size**2, 3, padding=1)
 
+    def noise_shapes(self, codes_shape: Sequence[int]) -> list[tuple[int, ...]]:
+        """Shapes of the noise maps a generative decoder takes for codes of ``codes_shape`` (none if not
+        generative): the input's ``[B, d, h, w]``, then one ``[B, 1, H_l, W_l]`` per level block."""
+        if not self.generative:
+            return []
+        b, d, h, w = codes_shape
+        shapes: list[tuple[int, ...]] = [(b, d, h, w)]
+        for i in reversed(range(len(self.up))):
+            if hasattr(self.up[i], "noise"):
+                scale = 2 ** (len(self.up) - 1 - i)  # level i runs at 2^(L-1-i) times the token grid
+                shapes += [(b, 1, h * scale, w * scale)] * self.num_res_blocks
+        return shapes
+
     def forward(
-        self, codes: Tensor, noise: Tensor | None = None, style: tuple[Tensor, Tensor] | None = None
+        self,
+        codes: Tensor,
+        noise: Tensor | Sequence[Tensor] | None = None,
+        style: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        """``style`` overrides the codes' statistics (tiled decoding passes those of the whole image)."""
+        """``noise``: the maps of :meth:`noise_shapes` (a lone tensor is the input's). ``style`` overrides
+        the codes' statistics (tiled decoding passes those of the whole image)."""
         style = style_stats(codes) if style is None else style
+        maps = [noise] if isinstance(noise, Tensor) else list(noise or [])
         if self.generative:
-            if noise is None or noise.shape != codes.shape:
-                raise ValueError("a generative decoder needs noise with the shape of the codes")
-            x = self.conv_in(torch.cat([codes, noise.to(codes.dtype)], dim=1))
+            expected = self.noise_shapes(codes.shape)
+            if [tuple(m.shape) for m in maps] != expected:
+                raise ValueError(f"a generative decoder needs noise maps of shapes {expected}")
+            x = self.conv_in(torch.cat([codes, maps[0].to(codes.dtype)], dim=1))
         else:
             x = self.conv_in(codes)
+        level_maps = iter(maps[1:])
         for block in self.mid_block:
             x = block(x)
         for i in reversed(range(len(self.up))):
             x = self.adaptive[i](x, style)
             level = self.up[i]
-            for block in level.block:
+            for k, block in enumerate(level.block):
                 x = block(x)
+                if hasattr(level, "noise"):
+                    x = level.noise[k](x, next(level_maps))
             if hasattr(level, "upsample"):
                 x = level.upsample(x)
         x = self.conv_out(F.silu(self.norm_out(x)))

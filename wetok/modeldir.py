@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_ID_NAME = "model_id.json"
+# Optional: a stage-2 decoder beside the model's own, for realism > 0 (not part of the model id: it changes
+# how a file looks, never which tokens it holds).
+GENERATIVE_DECODER_NAME = "decoder_generative.safetensors"
 _ID_FORMAT = "wetok-model-id"
 
 

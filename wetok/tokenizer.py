@@ -5,18 +5,28 @@ WeTok: Zhuang et al., "Powerful Discrete Tokenization for High-Fidelity Visual R
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from wetok.config import TokenizerConfig
+from wetok.errors import ConfigError, RealismError
 from wetok.fileio import atomic_path
 from wetok.model import Decoder, Encoder
-from wetok.modeldir import CONFIG_NAME, MODEL_ID_NAME, WEIGHTS_NAME, weights_sha256
+from wetok.modeldir import (
+    CONFIG_NAME,
+    GENERATIVE_DECODER_NAME,
+    MODEL_ID_NAME,
+    WEIGHTS_NAME,
+    weights_sha256,
+)
 from wetok.quantizer import GroupedLFQ
 
 
@@ -42,14 +52,28 @@ class Tokenizer(nn.Module):
         )
         self.decoder = Decoder(config)
         self._weights_sha256: str | None = None
+        # The stage-2 decoder for realism > 0, when the model has one. Kept out of the module tree on
+        # purpose: state_dict() (and so the model id) is the model's own weights only.
+        self._generative: list[Decoder] = []
+        self._blended: dict[float, Decoder] = {}
+        self.default_realism: float | None = None  # what files get when the encoder is not told
 
     # -- training ----------------------------------------------------------------------------------------
     def forward(self, images: Tensor, noise: Tensor | None = None) -> TokenizerOutput:
         """Training pass: reconstruction, codes, indices and the quantizer's losses."""
-        q = self.quantizer(self.encoder(images))
+        frozen = not any(p.requires_grad for p in self.encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):  # stage 2: encoder fixed
+            q = self.quantizer(self.encoder(images))
         if self.config.generative and noise is None:
-            noise = torch.randn_like(q.codes)
+            noise = self.random_noise(q.codes.shape)
         return TokenizerOutput(self.decoder(q.codes, noise), q.codes, q.indices, q.losses)
+
+    def random_noise(self, codes_shape: Sequence[int], decoder: Decoder | None = None) -> list[Tensor]:
+        """Fresh noise maps for ``decoder`` (default: the model's own) from the global RNG, on its device."""
+        decoder = decoder or self.decoder
+        return [
+            torch.randn(s, device=self.device, dtype=self.dtype) for s in decoder.noise_shapes(codes_shape)
+        ]
 
     # -- inference ---------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -76,40 +100,96 @@ class Tokenizer(nn.Module):
         noise = torch.randn(shape, generator=gen, dtype=torch.float32) * noise_scale
         return noise.to(self.device, self.dtype)
 
+    def draw_noise(
+        self,
+        codes_shape: Sequence[int],
+        seed: int | None = None,
+        noise_scale: float = 1.0,
+        realism: float | None = None,
+    ) -> list[Tensor]:
+        """Every noise map the decoder for ``realism`` takes for codes of ``codes_shape``, drawn on the CPU
+        from one generator seeded with ``seed`` in the order of :meth:`Decoder.noise_shapes` (the input's
+        first: a release model's noise is what :meth:`make_noise` always drew). Same seed, same maps on every
+        device; a tiled decode slices these whole-image maps, so it sees the noise an untiled one sees."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        maps = []
+        for shape in self.decoder_for(realism).noise_shapes(codes_shape):
+            noise = torch.randn(shape, generator=gen, dtype=torch.float32) * noise_scale
+            maps.append(noise.to(self.device, self.dtype))
+        return maps
+
+    # -- realism: which decoder paints the tokens ------------------------------------------------------------
+    @property
+    def has_generative_decoder(self) -> bool:
+        """Whether the model carries a stage-2 decoder beside its own (``realism`` above 0 uses it)."""
+        return bool(self._generative)
+
+    def attach_generative_decoder(self, decoder: Decoder) -> None:
+        """Give this (non-generative) model a stage-2 decoder for ``realism > 0``; it must be this model's
+        decoder architecture with noise inputs."""
+        if self.config.generative:
+            raise ValueError(
+                "the model's own decoder is generative already; realism applies to models without"
+            )
+        self._generative = [decoder.to(self.device, self.dtype).eval().requires_grad_(False)]
+        self._blended = {}
+
+    def decoder_for(self, realism: float | None) -> Decoder:
+        """The decoder of ``realism`` in ``[0, 1]``: ``None`` or 0 the model's own; 1 the stage-2 decoder;
+        between them the weights interpolated linearly (network interpolation, Wang et al. 2018, ESRGAN:
+        both decoders come from the same stage-1 weights, so the blend is a decoder in between)."""
+        if realism is None or realism == 0:
+            return self.decoder
+        if not 0 <= realism <= 1:
+            raise RealismError(f"realism must lie in [0, 1], not {realism}")
+        if not self._generative:
+            raise RealismError(
+                f"model {self.config.name or 'unnamed'} has no generative decoder: realism must be 0"
+            )
+        generative = self._generative[0].to(self.device, self.dtype)
+        if realism == 1:
+            return generative
+        if realism not in self._blended:
+            self._blended = {realism: _blend_decoders(self.decoder, generative, realism)}
+        return self._blended[realism]
+
     @torch.inference_mode()
     def decode(
         self,
         tokens: Tensor,
         seed: int | None = None,
         noise_scale: float = 1.0,
-        noise: Tensor | None = None,
+        noise: Tensor | Sequence[Tensor] | None = None,
         style: tuple[Tensor, Tensor] | None = None,
+        realism: float | None = None,
     ) -> Tensor:
         """Tokens ``[B, h, w, g]`` → images ``[B, 3, h·f, w·f]`` clamped to ``[-1, 1]``.
 
-        A generative model samples noise ``[B, d, h, w]`` from ``seed`` (or takes ``noise`` as given);
-        ``noise_scale=0`` gives the decoder's mean-like output. ``style`` overrides the AdaGN statistics.
+        A generative decoder samples its noise maps from ``seed`` (:meth:`draw_noise`) or takes ``noise``
+        as given; ``noise_scale=0`` gives its mean-like output. ``style`` overrides the AdaGN statistics.
+        ``realism`` picks the decoder (:meth:`decoder_for`).
         """
         codes = self.tokens_to_codes(tokens)
-        if self.config.generative and noise is None:
-            noise = self.make_noise(tuple(codes.shape), seed, noise_scale)
-        elif noise is not None:
+        decoder = self.decoder_for(realism)
+        if decoder.generative and noise is None:
+            noise = self.draw_noise(tuple(codes.shape), seed, noise_scale, realism)
+        elif isinstance(noise, Tensor):
             noise = noise.to(self.device, self.dtype)
-        return self.decoder(codes, noise if self.config.generative else None, style).clamp_(-1, 1)
+        elif noise is not None:
+            noise = [n.to(self.device, self.dtype) for n in noise]
+        return decoder(codes, noise if decoder.generative else None, style).clamp_(-1, 1)
 
     # -- stage 2 -----------------------------------------------------------------------------------------
-    def to_generative(self) -> Tokenizer:
-        """A generative copy whose decoder ``conv_in`` gains zero-initialised noise channels.
+    def to_generative(self, level_noise: bool = False) -> Tokenizer:
+        """A generative copy whose decoder ``conv_in`` gains zero-initialised noise channels (and, with
+        ``level_noise``, zero-weighted noise inputs after every decoder block).
 
         The copy reproduces this model's output exactly for any noise until it is fine-tuned.
         """
         if self.config.generative:
             raise ValueError("the model is already generative")
-        new = Tokenizer(self.config.replace(generative=True)).to(self.device)
-        state = {k: v.clone() for k, v in self.state_dict().items()}
-        w = state["decoder.conv_in.weight"]
-        state["decoder.conv_in.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
-        new.load_state_dict(state)
+        new = Tokenizer(self.config.replace(generative=True, level_noise=level_noise)).to(self.device)
+        new.load_state_dict(widen_for_noise(self.state_dict(), new.state_dict()))
         return new
 
     # -- persistence -------------------------------------------------------------------------------------
@@ -152,4 +232,73 @@ class Tokenizer(nn.Module):
         model = cls(config)
         model.load_state_dict({k: v.float() for k, v in state.items()})
         model._weights_sha256 = weights_sha256(config, state)
+        if (directory / GENERATIVE_DECODER_NAME).is_file():
+            model.attach_generative_decoder(
+                load_generative_decoder(directory / GENERATIVE_DECODER_NAME, config)
+            )
         return model.to(device).eval()
+
+    def save_generative_decoder(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write the stage-2 decoder as ``decoder_generative.safetensors`` into ``directory``."""
+        if not self._generative:
+            raise ValueError("the model has no generative decoder")
+        path = Path(directory) / GENERATIVE_DECODER_NAME
+        return save_generative_decoder(self._generative[0], path, dtype, self.default_realism or 1.0)
+
+
+def widen_for_noise(state: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` of a decoder (or tokenizer) made to fit ``target``, its generative version: ``conv_in`` gains
+    zero weights for the noise channels, noise injections start at zero."""
+    out = {}
+    for key, ref in target.items():
+        value = state.get(key)
+        if value is None:
+            out[key] = torch.zeros_like(ref)
+        elif value.shape != ref.shape:
+            if not key.endswith("conv_in.weight") or 2 * value.shape[1] != ref.shape[1]:
+                raise ValueError(f"{key}: {tuple(value.shape)} does not widen to {tuple(ref.shape)}")
+            out[key] = torch.cat([value, torch.zeros_like(value)], dim=1).to(ref.dtype)
+        else:
+            out[key] = value.clone().to(ref.dtype)
+    return out
+
+
+def _blend_decoders(base: Decoder, generative: Decoder, realism: float) -> Decoder:
+    """A decoder with weights ``(1 - realism)·base + realism·generative`` (``base`` widened for noise)."""
+    blended = copy.deepcopy(generative)
+    target = generative.state_dict()
+    widened = widen_for_noise(base.state_dict(), target)
+    blended.load_state_dict(
+        {k: torch.lerp(widened[k].float(), v.float(), realism) for k, v in target.items()}
+    )
+    return blended.eval()
+
+
+def save_generative_decoder(
+    decoder: Decoder, path: Path, dtype: torch.dtype | None = None, default_realism: float = 1.0
+) -> Path:
+    """Write a stage-2 decoder's weights; the metadata holds the realism files get by default."""
+    state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in decoder.state_dict().items()}
+    metadata = {"format": "pt", "wetok_decoder": "generative", "default_realism": f"{default_realism:.2f}"}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path
+
+
+def load_generative_decoder(path: Path, config: TokenizerConfig) -> tuple[Decoder, float]:
+    """The stage-2 decoder of a model of ``config`` (the same architecture with noise inputs at every
+    level) and its default realism; :class:`ConfigError` naming the file when it does not fit."""
+    decoder = Decoder(config.replace(generative=True, level_noise=True))
+    try:
+        with safe_open(str(path), "pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
+            realism = float((f.metadata() or {}).get("default_realism", "1"))
+        if not 0 <= realism <= 1:
+            raise ValueError(f"default_realism {realism} outside [0, 1]")
+        decoder.load_state_dict({k: v.float() for k, v in state.items()})
+    except Exception as e:  # safetensors and torch raise several types for a file that does not fit
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: not a generative decoder of this model ({first})") from None
+    if not all(torch.isfinite(p).all() for p in decoder.parameters()):
+        raise ConfigError(f"{path}: weights that are not finite")
+    return decoder.eval(), realism

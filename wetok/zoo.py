@@ -99,6 +99,17 @@ def list_models() -> list[ModelInfo]:
 _warned: set[str] = set()
 
 
+def installed_model_path(name: str, what: str = "model") -> Path:
+    """The directory of the installed model ``name`` (``wetok models``); ``what`` names the option asking."""
+    installed = {m.name: m.path for m in list_models()}
+    if name not in installed:
+        raise FileNotFoundError(
+            f"{what} {name!r}: no such model directory, checkpoint or installed model"
+            f" (installed: {', '.join(sorted(installed)) or 'none'})"
+        )
+    return installed[name]
+
+
 def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)

@@ -13,6 +13,7 @@ from wetok_cli.common import (
     WTK_SUFFIX,
     Input,
     Reporter,
+    UsageProblem,
     device_option,
     read_image_input,
     reporting_options,
@@ -33,6 +34,25 @@ from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_cod
     "per-group prior; raw: fixed d' bits per group symbol. A mode that would not be smaller "
     "falls back (context, static, raw).  [default: context if the model has one, else static]",
 )
+@click.option(
+    "--realism",
+    type=click.FloatRange(0, 1),
+    help="Decoder setting written into the file: 0 the faithful decoder (highest PSNR), 1 the generative "
+    "one (photo-like texture), in hundredths between.  [default: the model's measured choice]",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, (1 << 21) - 1),
+    help="Noise seed written into the file for the generative decoder.  [default: 0]",
+)
+@click.option(
+    "--seed-search",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="Try K seeds and keep the one whose decode is closest to the image (MS-SSIM); K decodes more.",
+)
 @device_option
 @force_option
 @reporting_options
@@ -41,6 +61,9 @@ def compress_cmd(
     out: str | None,
     model: str | None,
     mode: str | None,
+    realism: float | None,
+    seed: int | None,
+    seed_search: int,
     device: str,
     force: bool,
     quiet: bool,
@@ -57,10 +80,15 @@ def compress_cmd(
     codecs: list[Any] = []
 
     def prepare() -> None:
-        codecs.append(load_codec(model, resolve_device(device), reporter))
+        codec = load_codec(model, resolve_device(device), reporter)
+        if realism and not codec.model.has_generative_decoder:
+            raise UsageProblem(f"--realism {realism:g}: model {codec.name} has no generative decoder (use 0)")
+        codecs.append(codec)
+
+    setting = {"realism": realism, "seed": seed, "seed_search": seed_search}
 
     def work(item: Input, dst: Path | None) -> None:
-        _compress_one(codecs[0], item, dst, mode=mode, reporter=reporter)
+        _compress_one(codecs[0], item, dst, mode=mode, setting=setting, reporter=reporter)
 
     for_each_file(
         images,
@@ -76,18 +104,21 @@ def compress_cmd(
     reporter.finish()
 
 
-def _compress_one(codec: Any, item: Input, dst: Path, *, mode: str | None, reporter: Reporter) -> None:
+def _compress_one(
+    codec: Any, item: Input, dst: Path, *, mode: str | None, setting: dict[str, Any], reporter: Reporter
+) -> None:
     from wetok.codec import read_info
 
     rgb, input_bytes = read_image_input(item)
     start = time.perf_counter()
-    data = codec.compress(rgb, mode=mode)
+    data = codec.compress(rgb, mode=mode, **setting)
     write_output(dst, data)
     info = read_info(data)
     reporter.info(f"{item.display}: encoded in {time.perf_counter() - start:.2f} s")
+    decoder = f", realism {info.realism:.2f}, seed {info.seed}" if info.realism is not None else ""
     reporter.done(
         f"{item.display} -> {show(dst)}: {info.width}x{info.height}, {info.bytes} bytes, "
-        f"{info.bpp:.4f} bpp, {info.bits_per_token:.2f} bits/token ({info.mode})",
+        f"{info.bpp:.4f} bpp, {info.bits_per_token:.2f} bits/token ({info.mode}{decoder})",
         {
             "input": item.display,
             "output": show(dst),
@@ -98,6 +129,8 @@ def _compress_one(codec: Any, item: Input, dst: Path, *, mode: str | None, repor
             "bpp": info.bpp,
             "bits_per_token": info.bits_per_token,
             "mode": info.mode,
+            "realism": info.realism,
+            "seed": info.seed,
             "model": codec.name,
             "model_id": codec.model_id_hex,
         },

@@ -48,9 +48,12 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"
 @click.option(
     "--seed",
     type=SEED_TYPE,
-    default=0,
-    show_default=True,
-    help="Noise seed of a generative decoder (same seed, same pixels).",
+    help="Noise seed of a generative decoder (same seed, same pixels).  [default: the file's, else 0]",
+)
+@click.option(
+    "--realism",
+    type=click.FloatRange(0, 1),
+    help="0 the faithful decoder, 1 the generative one, between them a blend.  [default: the file's]",
 )
 @click.option(
     "--noise-scale",
@@ -85,7 +88,8 @@ def decompress_cmd(
     files: tuple[str, ...],
     out: str | None,
     fmt: str | None,
-    seed: int,
+    seed: int | None,
+    realism: float | None,
     noise_scale: float,
     model: str | None,
     reference: Path | None,
@@ -118,6 +122,7 @@ def decompress_cmd(
             dst,
             fmt=fmt,
             seed=seed,
+            realism=realism,
             noise_scale=noise_scale,
             reference=reference,
             reporter=reporter,
@@ -145,7 +150,8 @@ def _decompress_one(
     dst: Path,
     *,
     fmt: str,
-    seed: int,
+    seed: int | None,
+    realism: float | None,
     noise_scale: float,
     reference: Path | None,
     reporter: Reporter,
@@ -159,7 +165,7 @@ def _decompress_one(
     codec = models.get(info.model_id)
     start = time.perf_counter()
     try:
-        image = codec.decompress(data, seed=seed, noise_scale=noise_scale)
+        image = codec.decompress(data, seed=seed, noise_scale=noise_scale, realism=realism)
     except ModelMismatchError as e:  # --model named another model than the file's: say which it needs
         raise name_mismatch(e) from None
     reporter.info(f"{item.display}: decoded in {time.perf_counter() - start:.2f} s")
@@ -181,7 +187,8 @@ def _decompress_one(
         "bits_per_token": info.bits_per_token,
         "model": codec.name,
         "model_id": codec.model_id_hex,
-        "seed": seed,
+        "seed": seed if seed is not None else (info.seed or 0),
+        "realism": realism if realism is not None else info.realism,
         "noise_scale": noise_scale,
     }
     if quality is not None:

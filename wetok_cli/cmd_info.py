@@ -11,7 +11,18 @@ import click
 from wetok_cli.common import WTK_SUFFIX, Input, Reporter, print_table, read_wtk_input
 from wetok_cli.per_file import for_each_file
 
-_INFO_COLUMNS = ("file", "model", "size", "f/g/d'", "mode", "bytes", "bpp", "bits/token", "vs ideal")
+_INFO_COLUMNS = (
+    "file",
+    "model",
+    "size",
+    "f/g/d'",
+    "mode",
+    "realism/seed",
+    "bytes",
+    "bpp",
+    "bits/token",
+    "vs ideal",
+)
 
 
 @click.command("info")
@@ -54,6 +65,8 @@ def _file_record(item: Input, models: _Models) -> dict[str, Any]:
         "model": name,
         "model_id": info.model_id_hex,
         "mode": info.mode,
+        "realism": info.realism,
+        "seed": info.seed,
         "width": info.width,
         "height": info.height,
         "f": info.downsample,
@@ -95,6 +108,7 @@ def _info_cells(r: dict[str, Any]) -> list[str]:
         f"{r['width']}x{r['height']}",
         f"{r['f']}/{r['g']}/{r['d_prime']}",
         r["mode"],
+        f"{r['realism']:.2f}/{r['seed']}" if r["realism"] is not None else "-",
         str(r["bytes"]),
         f"{r['bpp']:.4f}",
         f"{r['bits_per_token']:.2f}",
