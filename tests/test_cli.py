@@ -20,7 +20,7 @@ from tests.conftest import tiny_model
 from wetok.codec import Codec
 from wetok.format import MAGIC
 from wetok.prior import Prior
-from wetok_cli import common
+from wetok_cli import common, outputs
 from wetok_cli.main import cli
 
 
@@ -148,7 +148,7 @@ def test_quiet_verbose_and_progress_on_a_terminal(env: Path, monkeypatch: pytest
     assert "loaded model tiny" in verbose.stderr and "encoded in" in verbose.stderr
     plain = wetok("compress", "a.png", "b.png", "-m", "tiny", "-f")
     assert "\x1b" not in plain.stderr and len(plain.stderr.splitlines()) == 2  # no bar off a terminal
-    monkeypatch.setattr(common, "_isatty", lambda stream: True)
+    monkeypatch.setattr(common, "isatty", lambda stream: True)
     with_bar = wetok("compress", "a.png", "b.png", "-m", "tiny", "-f")
     assert with_bar.exit_code == 0 and "b.png -> b.wtk" in with_bar.stderr
 
@@ -177,14 +177,14 @@ def test_output_is_atomic(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        common.write_output(target, b"new contents")
+        outputs.write_output(target, b"new contents", force=True)
     assert target.read_bytes() == b"old" and sorted(p.name for p in env.iterdir() if "t.bin" in p.name) == [
         "t.bin"
     ]  # no temporary left behind
 
 
 def test_refuses_binary_to_a_terminal(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(common, "_isatty", lambda stream: True)
+    monkeypatch.setattr(outputs, "isatty", lambda stream: True)
     assert_one_error(wetok("compress", "a.png", "-m", "tiny", "-o", "-"), 2, "terminal")
 
 

@@ -4,6 +4,9 @@ an output may be.
 Atomic writes: the data goes to a temporary file in the target's folder, is flushed to disk, gets the
 usual permissions (``0666 & ~umask``: tools like safetensors create their files ``0600``), and is renamed
 over the target. A reader, or a crash at any moment, sees the old file or the new one, never half a file.
+An *exclusive* write (what the command line does without ``--force``) instead hard-links the finished
+temporary file to the final name, which fails when that name exists: of two runs writing one new name at
+once exactly one wins, and the other is told, with no check-then-rename window between them.
 
 Outputs named by a user (:func:`check_output`, :func:`write_output`): character devices, FIFOs and
 ``/dev/stdout``-style paths are written into, never replaced; ``force`` only ever replaces a regular file
@@ -13,11 +16,12 @@ never followed; the input itself (the same path, a symbolic or hard link) is nev
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -55,9 +59,12 @@ def umask() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, exclusive: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block succeeds, deleted
-    when it raises. For writers that want a file name (``safetensors.save_file``, ``torch.save``)."""
+    when it raises. For writers that want a file name (``safetensors.save_file``, ``torch.save``).
+
+    ``exclusive``: never replace ``path``; it is created from the temporary file by a hard link, and an
+    :class:`OutputError` is raised when it exists by then (another run created it meanwhile)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -68,16 +75,47 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
+        if exclusive:
+            _create_from(tmp, path)
+            with suppress(OSError):
+                tmp.unlink()  # the final name is a second link to the file: drop the temporary one
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
             tmp.unlink()
         raise
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Replace ``path`` with ``data`` (``str`` is written as UTF-8) atomically."""
-    with atomic_path(path) as tmp:
+# Where a file system has no hard links (FAT, some network and FUSE mounts), the final name is reserved
+# with O_EXCL and then replaced: still one winner, at the price of an empty file visible for a moment.
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
+
+
+def _create_from(tmp: Path, path: Path) -> None:
+    """Give ``tmp``'s file the new name ``path``; :class:`OutputError` when ``path`` exists."""
+    taken = OutputError(
+        f"{path} already exists (created meanwhile, by another run?); use --force to overwrite it"
+    )
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+        return
+    except FileExistsError:
+        raise taken from None
+    except OSError as e:
+        if e.errno not in _NO_LINKS:
+            raise
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        raise taken from None
+    os.replace(tmp, path)
+
+
+def write_atomic(path: str | Path, data: bytes | str, *, exclusive: bool = False) -> None:
+    """Replace ``path`` with ``data`` (``str`` is written as UTF-8) atomically; ``exclusive``: create it,
+    never replace it (:func:`atomic_path`)."""
+    with atomic_path(path, exclusive=exclusive) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
@@ -112,9 +150,22 @@ def _written_into(st: os.stat_result | None) -> bool:
     return st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode))
 
 
-def check_output(path: str | Path, force: bool, source: str | Path | None = None) -> None:
+def file_id(path: str | Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file ``path`` names (through links), or ``None`` when there is none."""
+    st = _stat(Path(path))
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
+def check_output(
+    path: str | Path,
+    force: bool,
+    source: str | Path | None = None,
+    *,
+    read_ids: Collection[tuple[int, int]] = (),
+) -> None:
     """Raise :class:`OutputError` unless ``path`` may be written: an existing file needs ``force``; with
-    it, only a regular file is replaced; the input ``source`` itself (or a link to it) never is."""
+    it, only a regular file is replaced; the input ``source`` itself (or a link to it), and any file whose
+    :func:`file_id` is in ``read_ids`` (every file the run reads), never is."""
     path = Path(path)
     if descriptor_of(path) is not None:
         return
@@ -134,15 +185,19 @@ def check_output(path: str | Path, force: bool, source: str | Path | None = None
         return
     if not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{path} is not a regular file, a FIFO or a character device; refusing to write it")
-    if source is not None and same_file(source, path):
-        raise OutputError(f"{path} is the input file itself; refusing to overwrite it, even with --force")
+    if (source is not None and same_file(source, path)) or (st.st_dev, st.st_ino) in read_ids:
+        raise OutputError(
+            f"{path} is the input file itself (or another file this run reads); refusing to overwrite it, "
+            "even with --force"
+        )
     if not force:
         raise OutputError(f"{path} already exists; use --force to overwrite it, or -o to write elsewhere")
 
 
-def write_output(path: str | Path, data: bytes) -> None:
+def write_output(path: str | Path, data: bytes, *, exclusive: bool = False) -> None:
     """Write ``data`` to an output checked by :func:`check_output`: into ``/dev/stdout``-style paths,
-    devices and FIFOs; atomically to anything else (through a symbolic link: to its target)."""
+    devices and FIFOs; atomically to anything else (through a symbolic link: to its target).
+    ``exclusive`` (no ``--force``): a regular file is created, never replaced (:func:`atomic_path`)."""
     path = Path(path)
     fd = descriptor_of(path)
     if fd in (1, 2):
@@ -158,4 +213,20 @@ def write_output(path: str | Path, data: bytes) -> None:
         with open(path, "wb") as f:  # O_TRUNC means nothing to a device or a FIFO
             f.write(data)
     else:
-        write_atomic(Path(os.path.realpath(path)) if path.is_symlink() else path, data)
+        write_atomic(Path(os.path.realpath(path)) if path.is_symlink() else path, data, exclusive=exclusive)
+
+
+def write_stdout_text(text: str) -> None:
+    """``text`` and a newline on stdout, flushed at once. A closed stdout (``>&-``) or a write that fails
+    (``> /dev/full``) raises :class:`OutputError`: a command whose output went nowhere must not exit 0.
+    A reader that went away (``| head``) is a ``BrokenPipeError``, left to the caller."""
+    stream = sys.stdout
+    if stream is None or getattr(stream, "closed", False):
+        raise OutputError("stdout is closed; nothing can be printed (redirect it to a file or /dev/null)")
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as e:
+        raise OutputError(f"cannot write to stdout: {getattr(e, 'strerror', None) or e}") from None

@@ -11,16 +11,15 @@ import click
 from wetok.fileio import IMAGE_SUFFIXES
 from wetok_cli.common import (
     WTK_SUFFIX,
-    Input,
     Reporter,
     UsageProblem,
     device_option,
-    read_image_input,
     reporting_options,
     resolve_device,
-    write_output,
 )
-from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_codec, out_option, show
+from wetok_cli.inputs import Input, read_image_input
+from wetok_cli.outputs import show, write_output
+from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_codec, out_option
 
 
 @click.command("compress")
@@ -88,7 +87,7 @@ def compress_cmd(
     setting = {"realism": realism, "seed": seed, "seed_search": seed_search}
 
     def work(item: Input, dst: Path | None) -> None:
-        _compress_one(codecs[0], item, dst, mode=mode, setting=setting, reporter=reporter)
+        _compress_one(codecs[0], item, dst, mode=mode, setting=setting, force=force, reporter=reporter)
 
     for_each_file(
         images,
@@ -105,14 +104,21 @@ def compress_cmd(
 
 
 def _compress_one(
-    codec: Any, item: Input, dst: Path, *, mode: str | None, setting: dict[str, Any], reporter: Reporter
+    codec: Any,
+    item: Input,
+    dst: Path,
+    *,
+    mode: str | None,
+    setting: dict[str, Any],
+    force: bool,
+    reporter: Reporter,
 ) -> None:
     from wetok.codec import read_info
 
     rgb, input_bytes = read_image_input(item)
     start = time.perf_counter()
     data = codec.compress(rgb, mode=mode, **setting)
-    write_output(dst, data)
+    write_output(dst, data, force=force)
     info = read_info(data)
     reporter.info(f"{item.display}: encoded in {time.perf_counter() - start:.2f} s")
     decoder = f", realism {info.realism:.2f}, seed {info.seed}" if info.realism is not None else ""

@@ -14,25 +14,24 @@ from wetok.fileio import IMAGE_SUFFIXES
 from wetok_cli.common import (
     SEED_TYPE,
     WTK_SUFFIX,
-    Input,
     InputError,
     Reporter,
     UsageProblem,
-    check_writable,
     device_option,
     finite_number,
-    read_wtk_input,
     reporting_options,
     resolve_device,
-    write_output,
 )
-from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_codec, out_option, show
+from wetok_cli.inputs import Input, read_wtk_input
+from wetok_cli.outputs import show, write_output
+from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_codec, out_option
 
 FORMATS = {
     "png": ("PNG", {}),
     "jpg": ("JPEG", {"quality": 95, "subsampling": 0}),
     "webp": ("WEBP", {"quality": 95}),
 }
+PAGE_SUFFIX = ".html"
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
 
 
@@ -109,6 +108,11 @@ def decompress_cmd(
     fmt = _check_format(fmt, out) or _format_from(out)
     if compare and (len(files) != 1 or "-" in (files[0], out)):
         raise UsageProblem("--compare takes one .wtk file decoded to a file (not stdin or stdout)")
+    if compare and out and Path(out).suffix.lower() == PAGE_SUFFIX:
+        raise UsageProblem(
+            f"-o {out}: --compare writes the page beside the image as OUTPUT{PAGE_SUFFIX}; "
+            "-o names the image (e.g. -o out.png)"
+        )
     reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
     models: list[_ModelCache] = []
 
@@ -125,10 +129,15 @@ def decompress_cmd(
             realism=realism,
             noise_scale=noise_scale,
             reference=reference,
+            force=force,
             reporter=reporter,
         )
         if compare:
             _write_compare(compare, item, dst, image, size, force, reporter)
+
+    def reads(item: Input) -> list[Path]:
+        """Files read besides the input: none of them may be an output, even with --force."""
+        return [p for p in (compare, reference and _reference_for(reference, item)) if p]
 
     for_each_file(
         files,
@@ -140,6 +149,8 @@ def decompress_cmd(
         out_suffix="." + fmt,
         force=force,
         prepare=prepare,
+        reads=reads,
+        also_writes=(lambda dst: [dst.with_suffix(PAGE_SUFFIX)]) if compare else None,
     )
     reporter.finish()
 
@@ -154,6 +165,7 @@ def _decompress_one(
     realism: float | None,
     noise_scale: float,
     reference: Path | None,
+    force: bool,
     reporter: Reporter,
 ) -> tuple[Any, int]:
     from wetok.codec import read_info
@@ -173,7 +185,7 @@ def _decompress_one(
     buffer = io.BytesIO()
     pil_format, options = FORMATS[fmt]
     image.save(buffer, format=pil_format, **options)
-    write_output(dst, buffer.getvalue())
+    write_output(dst, buffer.getvalue(), force=force)
     line = (
         f"{item.display} -> {show(dst)}: {info.width}x{info.height}, {info.bytes} bytes, {info.bpp:.4f} bpp"
     )
@@ -201,19 +213,19 @@ def _decompress_one(
 def _write_compare(
     original: Path, item: Input, dst: Path, image: Any, size: int, force: bool, reporter: Reporter
 ) -> None:
-    """The one-image comparison page of ``--compare``, beside the decoded image."""
+    """The one-image comparison page of ``--compare``, beside the decoded image (its path was checked with
+    the image's, before either was written)."""
     import numpy as np
 
     from wetok.eval.html import compare_page, write_page
     from wetok.image import open_image
 
-    page_path = dst.with_suffix(".html")
-    check_writable(page_path, force)
+    page_path = dst.with_suffix(PAGE_SUFFIX)
     try:
         page = compare_page(item.display, open_image(original), np.asarray(image), size)
     except ValueError as e:
         raise InputError(f"--compare {original}: {e}") from None
-    write_page(page, page_path, embed=True)
+    write_page(page, page_path, embed=True, exclusive=not force)
     reporter.done(f"comparison page -> {page_path}", {"input": item.display, "compare": str(page_path)})
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import WTK_SUFFIX, Input, Reporter, print_table, read_wtk_input
+from wetok_cli.common import WTK_SUFFIX, Reporter, print_table
+from wetok_cli.inputs import Input, read_wtk_input
+from wetok_cli.outputs import print_line
 from wetok_cli.per_file import for_each_file
 
 _INFO_COLUMNS = (
@@ -43,7 +45,7 @@ def info_cmd(files: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     def work(item: Input, _dst: Path | None) -> None:
         record = _file_record(item, models)
         if as_json:
-            click.echo(json.dumps(record))
+            print_line(json.dumps(record))
         rows.append(record)
 
     for_each_file(files, (WTK_SUFFIX,), work, reporter, "reading")

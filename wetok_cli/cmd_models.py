@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from wetok_cli.common import print_table
+from wetok_cli.outputs import print_line
 
 _MODEL_COLUMNS = (
     "name",
@@ -41,12 +42,12 @@ def models_cmd(as_json: bool, paths: bool) -> None:
 
     if paths:
         for folder in model_dirs():
-            click.echo(folder)
+            print_line(str(folder))
         return
     records = [_model_record(m) if m.problem is None else _broken_record(m) for m in all_models()]
     if as_json:
         for r in records:
-            click.echo(json.dumps(r))
+            print_line(json.dumps(r))
     elif records:
         print_table(_MODEL_COLUMNS, [_model_cells(r) for r in records])
     else:

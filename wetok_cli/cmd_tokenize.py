@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from wetok.fileio import IMAGE_SUFFIXES
-from wetok_cli.common import UsageProblem, device_option, expand_inputs, resolve_device
+from wetok_cli.common import UsageProblem, device_option, launcher_world, resolve_device
+from wetok_cli.inputs import expand_inputs
 
 LIST_SUFFIX = ".txt"
 
@@ -155,7 +156,7 @@ def _read_list(path: Path) -> list[str]:
 def _distributed(device: str) -> tuple[int, int, Any]:
     """Join torchrun's process group when ``WORLD_SIZE`` > 1; returns ``(rank, world, torch.device)``
     (``cuda`` is this rank's GPU, ``LOCAL_RANK``)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launcher_world()
     resolved = resolve_device(device)
     if world <= 1:
         return 0, 1, resolved

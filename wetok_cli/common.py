@@ -1,4 +1,6 @@
-"""Plumbing shared by the ``wetok`` commands: inputs, outputs, errors, progress and summaries.
+"""Plumbing shared by the ``wetok`` commands: errors, progress, summaries and shared options.
+
+What a command may read is in :mod:`wetok_cli.inputs`, what it may write in :mod:`wetok_cli.outputs`.
 
 The conventions are gzip's and cwebp's. Data goes to stdout only when asked for with ``-``; summaries,
 warnings, progress and errors go to stderr; ``--json`` prints one JSON object per input on stdout instead of
@@ -8,29 +10,24 @@ the summaries. One failing input does not stop the others. Exit codes: 0 success
 
 from __future__ import annotations
 
-import glob
-import io
 import json
 import math
 import os
 import signal
-import struct
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import click
 
-from wetok.errors import WetokError  # these two import no torch: cheap for --help
+from wetok.errors import OutputError, WetokError  # these import no torch: cheap for --help
+from wetok.fileio import write_stdout_text
 
-STDIO = Path("-")
 WTK_SUFFIX = ".wtk"
-_GLOB_CHARS = frozenset("*?[")
 
 
 # -- global settings ---------------------------------------------------------------------------------
@@ -137,166 +134,11 @@ class WetokGroup(click.Group):
             raise click.ClickException(user_message(e) or internal_message(e)) from None
 
 
-# -- inputs ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Input:
-    """An input file (``path == STDIO`` for stdin) and its name relative to the argument it came from."""
-
-    path: Path
-    rel: Path
-
-    @property
-    def is_stdin(self) -> bool:
-        return self.path == STDIO
-
-    @property
-    def display(self) -> str:
-        return "<stdin>" if self.is_stdin else str(self.path)
-
-
-def expand_inputs(args: Sequence[str], suffixes: Iterable[str]) -> tuple[list[Input], list[tuple[str, str]]]:
-    """Files as given, folders searched recursively for ``suffixes``, quoted globs expanded, ``-`` stdin.
-
-    Returns ``(inputs, problems)``; a problem is ``(argument, message)`` for an argument that names
-    nothing. Missing files are kept as inputs so they fail, one line each, where they are opened.
-    """
-    wanted = tuple(s.lower() for s in suffixes)
-    inputs: list[Input] = []
-    problems: list[tuple[str, str]] = []
-    for arg in args:
-        path = Path(arg)
-        if arg == "-":
-            if any(i.is_stdin for i in inputs):
-                raise UsageProblem("stdin ('-') can be given only once")
-            inputs.append(Input(STDIO, Path("stdin")))
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in wanted and p.is_file())
-            inputs += [Input(p, p.relative_to(path)) for p in found]
-            if not found:
-                problems.append((arg, f"no {'/'.join(wanted)} files in this folder"))
-        elif not path.exists() and _GLOB_CHARS & set(arg):
-            matches = sorted(Path(m) for m in glob.glob(arg, recursive=True))
-            root = _glob_root(path)
-            inputs += [Input(m, m.relative_to(root)) for m in matches if m.is_file()]
-            if not matches:
-                problems.append((arg, "no files match this pattern"))
-        else:
-            inputs.append(Input(path, Path(path.name)))
-    return inputs, problems
-
-
-def _glob_root(pattern: Path) -> Path:
-    """The folder a glob searches from: its leading components free of wildcards (``a/**/*.png`` → ``a``)."""
-    parts = pattern.parts
-    first = next((i for i, part in enumerate(parts) if _GLOB_CHARS & set(part)), len(parts) - 1)
-    return Path(*parts[:first])
-
-
-def _stdin() -> BinaryIO:
-    stream = getattr(sys.stdin, "buffer", None)
-    if stream is None or stream.closed:
-        raise InputError("stdin is closed; pipe a file into '-'")
-    return stream
-
-
-def read_wtk_input(item: Input) -> bytes:
-    """A ``.wtk`` file's bytes (or stdin's), reading no more than its header allows."""
-    from wetok.format import read_stream
-
-    if item.is_stdin:
-        return read_stream(_stdin())
-    with open(item.path, "rb") as f:
-        return read_stream(f)
-
-
-def read_image_input(item: Input) -> tuple[Any, int]:
-    """An image input as uint8 RGB ``[H, W, 3]`` and its size in bytes. A file is read only as far as
-    Pillow needs; stdin is read up to what the largest allowed image could take (8 bytes a pixel)."""
-    from wetok.image import open_image
-    from wetok.limits import max_pixels
-
-    if item.is_stdin:
-        limit = 8 * max_pixels() + (1 << 20)
-        raw = _stdin().read(limit + 1)
-        if len(raw) > limit:
-            raise InputError(f"stdin holds over {limit:,} bytes, more than any image within --max-pixels")
-        return _decoded(open_image, io.BytesIO(raw)), len(raw)
-    return _decoded(open_image, item.path), item.path.stat().st_size
-
-
-def _decoded(open_image: Callable[[Any], Any], source: Any) -> Any:
-    try:
-        return open_image(source)
-    except ValueError as e:  # a mode Pillow cannot convert; Pillow's "cannot identify" is an OSError
-        if isinstance(e, WetokError):
-            raise
-        raise InputError(str(e).splitlines()[0]) from None
-    except (SyntaxError, struct.error, EOFError) as e:  # what Pillow's plugins raise on truncated files
-        raise InputError(f"truncated or corrupt image ({e})") from None
-    except OSError as e:
-        if e.errno is not None or type(e).__name__ == "UnidentifiedImageError":
-            raise  # a system error (named by user_message), or "not an image"
-        raise InputError(f"truncated or corrupt image ({e})") from None
-
-
-# -- outputs -----------------------------------------------------------------------------------------
-def output_paths(inputs: Sequence[Input], out: str | None, suffix: str) -> list[Path]:
-    """Where each input's result goes.
-
-    No ``-o``: beside the input with ``suffix`` (stdin → stdout). ``-o -``: stdout (one input only).
-    ``-o DIR`` (an existing folder, a path ending in ``/``, or any path when there are several inputs):
-    ``DIR/<name relative to its argument><suffix>``. Otherwise ``-o`` is the one output file.
-    """
-    if out is None:
-        return [STDIO if i.is_stdin else i.path.with_suffix(suffix) for i in inputs]
-    from wetok.fileio import STDOUT_ALIASES
-
-    if out == "-" or os.path.normpath(out) in STDOUT_ALIASES:
-        if len(inputs) > 1:
-            raise UsageProblem("-o - (stdout) takes a single input")
-        return [STDIO]
-    path = Path(out)
-    if not (path.is_dir() or out.endswith(("/", os.sep)) or len(inputs) > 1):
-        return [path]
-    if path.exists() and not path.is_dir():
-        raise UsageProblem(f"-o {out}: with several inputs -o must be a folder, and this is a file")
-    return [path / i.rel.with_suffix(suffix) for i in inputs]
-
-
-def check_stdio(inputs: Sequence[Input], outputs: Sequence[Path], force: bool) -> None:
-    """Refuse binary data to or from a terminal, as gzip does (``--force`` writes it anyway)."""
-    if any(i.is_stdin for i in inputs) and _isatty(sys.stdin):
-        raise UsageProblem("refusing to read binary data from a terminal; pipe a file into '-'")
-    if STDIO in outputs and _isatty(sys.stdout) and not force:
-        raise UsageProblem("refusing to write binary data to a terminal; redirect stdout (or --force)")
-
-
-def _isatty(stream: Any) -> bool:
+def isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-def check_writable(path: Path, force: bool, source: Path | None = None) -> None:
-    """Refuse an output that must not be written (:func:`wetok.fileio.check_output`); stdout is fine."""
-    if path != STDIO:
-        from wetok.fileio import check_output
-
-        check_output(path, force, source)
-
-
-def write_output(path: Path, data: bytes) -> None:
-    """Write ``data`` to stdout (``-``) or to ``path`` (:func:`wetok.fileio.write_output`: atomically, or
-    into a device, FIFO or ``/dev/fd/N``)."""
-    from wetok.fileio import write_output as write
-
-    if path == STDIO:
-        path = Path("/dev/stdout")
-    try:
-        write(path, data)
-    except OSError as e:  # name the file the user asked for, not the temporary one
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
 # -- reporting ---------------------------------------------------------------------------------------
@@ -312,7 +154,7 @@ class Reporter:
 
     def done(self, line: str, record: dict[str, Any]) -> None:
         if self.as_json:
-            click.echo(json.dumps(record, default=str))
+            write_stdout_text(json.dumps(record, default=str))
         elif not self.quiet:
             self.err(line)
 
@@ -324,7 +166,8 @@ class Reporter:
         self.failures += 1
         self.err(f"Error: {name}: {message or internal_message(exc)}")
         if self.as_json:
-            click.echo(json.dumps({"input": name, "error": message or internal_message(exc)}))
+            with suppress(OutputError):  # stdout itself may be what failed; the line above said so
+                write_stdout_text(json.dumps({"input": name, "error": message or internal_message(exc)}))
 
     def warn(self, name: str, message: str) -> None:
         if not self.quiet:
@@ -344,7 +187,7 @@ class Reporter:
     @contextmanager
     def progress(self, total: int, label: str) -> Iterator[Callable[[], None]]:
         """A rich progress bar on stderr, only when stderr is a terminal and there are several inputs."""
-        if self.quiet or total < 2 or not _isatty(sys.stderr):
+        if self.quiet or total < 2 or not isatty(sys.stderr):
             yield lambda: None
             return
         from rich.console import Console
@@ -424,6 +267,27 @@ def resolve_device(device: str) -> Any:
         raise UsageProblem(f"--device {device}: {e}") from None
 
 
+def launcher_world() -> int:
+    """``WORLD_SIZE`` as ``torchrun`` sets it (1 when unset). A value that is not a positive number, or a
+    world of several processes without the rest of what ``torchrun`` sets (``RANK``, ``MASTER_ADDR``,
+    ``MASTER_PORT``), is a usage error: torch would fail deep inside, or wait for peers forever."""
+    text = os.environ.get("WORLD_SIZE", "").strip() or "1"
+    if not text.isdigit() or int(text) < 1:
+        raise UsageProblem(f"WORLD_SIZE={text!r} is not a number of processes (set by torchrun; or unset it)")
+    world = int(text)
+    if world > 1:
+        missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v, "").strip()]
+        rank = os.environ.get("RANK", "").strip()
+        if missing:
+            raise UsageProblem(
+                f"WORLD_SIZE={world} without {', '.join(missing)}: start the processes with torchrun, "
+                "or unset WORLD_SIZE"
+            )
+        if not rank.isdigit() or int(rank) >= world:
+            raise UsageProblem(f"RANK={rank!r} is not a process number below WORLD_SIZE={world}")
+    return world
+
+
 # torch.Generator.manual_seed's range: a larger --seed is a usage error, not an internal one.
 SEED_TYPE = click.IntRange(-(2**63), 2**64 - 1)
 
@@ -444,4 +308,4 @@ def print_table(header: tuple[str, ...], rows: list[list[str]]) -> None:
     rows = [[escape(cell) for cell in row] for row in rows]  # file names may hold newlines or escapes
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     for row in (list(header), *rows):
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        write_stdout_text("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

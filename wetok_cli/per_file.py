@@ -15,20 +15,9 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import (
-    STDIO,
-    Input,
-    InputError,
-    Reporter,
-    UsageProblem,
-    check_stdio,
-    check_writable,
-    expand_inputs,
-    output_paths,
-    report_problems,
-    run_each,
-    user_message,
-)
+from wetok_cli.common import Reporter, UsageProblem, report_problems, run_each, user_message
+from wetok_cli.inputs import STDIO, Input, expand_inputs
+from wetok_cli.outputs import Claims, check_stdio, output_paths
 
 out_option = click.option(
     "-o",
@@ -54,11 +43,15 @@ def for_each_file(
     out_suffix: str | None = None,
     force: bool = False,
     prepare: Callable[[], None] | None = None,
+    reads: Callable[[Input], Iterable[Path]] | None = None,
+    also_writes: Callable[[Path], Iterable[Path]] | None = None,
 ) -> None:
     """Run ``work(input, output)`` for each input named by ``args``.
 
-    With ``out_suffix`` every input gets an output path (:func:`~wetok_cli.common.output_paths`), checked
-    before ``work`` runs: not written twice in one run, not overwritten without ``force``. Without it the
+    With ``out_suffix`` every input gets an output path (:func:`~wetok_cli.outputs.output_paths`), checked
+    before ``work`` runs (:class:`~wetok_cli.outputs.Claims`): not written twice in one run, not overwritten
+    without ``force``, never one of the inputs, nor a file ``reads(input)`` names (a reference image); the
+    paths ``also_writes(output)`` (a page beside it) are checked with it. Without ``out_suffix`` the
     output is ``None``. ``prepare`` (loading a model) runs once, and only when there is an input.
     """
     inputs, problems = expand_inputs(args, suffixes)
@@ -72,28 +65,16 @@ def for_each_file(
     if inputs:
         if prepare is not None:
             prepare()
-        written: set[Path] = set()
+        claims = Claims(inputs)
 
         def one(job: tuple[Input, Path | None]) -> None:
             item, dst = job
             if dst is not None:
-                _claim(dst, force, written, item)
+                extra = list(also_writes(dst)) if also_writes and dst != STDIO else []
+                claims.claim([dst, *extra], force, reads(item) if reads else ())
             work(item, dst)
 
         run_each(list(zip(inputs, outputs, strict=True)), [i.display for i in inputs], one, reporter, label)
-
-
-def _claim(dst: Path, force: bool, written: set[Path], source: Input) -> None:
-    """Check ``dst`` may be written (not the input itself), and that no earlier input of this run wrote it."""
-    if dst != STDIO and dst.resolve() in written:
-        raise InputError(f"{dst} was already written by another input of this run")
-    check_writable(dst, force, None if source.is_stdin else source.path)
-    if dst != STDIO:
-        written.add(dst.resolve())
-
-
-def show(path: Path) -> str:
-    return "<stdout>" if path == STDIO else str(path)
 
 
 def load_codec(model: str | None, device: Any, reporter: Reporter) -> Any:
