@@ -9,9 +9,12 @@ from typing import Any
 
 import click
 
+from wetok.errors import OutputError
 from wetok.eval.classic import CLASSIC_CODECS
-from wetok.fileio import IMAGE_SUFFIXES
-from wetok_cli.common import SEED_TYPE, device_option, escape, expand_inputs, resolve_device, user_message
+from wetok.fileio import IMAGE_SUFFIXES, check_output
+from wetok_cli.common import SEED_TYPE, UsageProblem, device_option, escape, resolve_device, user_message
+from wetok_cli.inputs import expand_inputs
+from wetok_cli.outputs import print_line
 
 
 def _codec_list(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -164,8 +167,10 @@ def eval_cmd(
 
     if models and no_model:
         raise click.UsageError("give --model or --no-model, not both")
-    if (out / "eval.json").exists() and not force:
-        raise click.ClickException(f"{out / 'eval.json'} already exists; use --force to overwrite the report")
+    try:  # a dangling symbolic link counts as existing; a folder or device is never a report file
+        check_output(out / "eval.json", force)
+    except OutputError as e:
+        raise click.ClickException(f"{e} (the report in {out})") from None
     paths = _image_paths(images)
     if threads:
         torch.set_num_threads(threads)
@@ -195,9 +200,9 @@ def eval_cmd(
         raise click.ClickException("no readable images to evaluate")
     with _Status() as say:
         report = run_eval(loaded, codec_objs, options, progress=say)
-    _write_outputs(report, [rgb for _, rgb in loaded], out, crops, html)
+    _write_outputs(report, [rgb for _, rgb in loaded], out, crops, html, force)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+        print_line(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     else:
         _print_tables(report)
     if unreadable:
@@ -226,6 +231,8 @@ def _load_codecs(models: tuple[str, ...], device: str) -> list[Any]:
     except ModelNotFoundError as e:
         hint = "" if models else " (pass --model NAME_OR_DIR, or --no-model for classic codecs only)"
         raise click.ClickException(f"{e}{hint}") from None
+    except (OSError, ValueError) as e:  # a broken model folder: exit 2, as every command
+        raise UsageProblem(f"--model: {user_message(e) or e}") from None
 
 
 class _Status:
@@ -249,11 +256,14 @@ class _Status:
             self._status.__exit__(*exc)
 
 
-def _write_outputs(report: Any, originals: list[Any], out: Path, crops: int, html: bool = False) -> None:
+def _write_outputs(
+    report: Any, originals: list[Any], out: Path, crops: int, html: bool = False, force: bool = False
+) -> None:
+    """The report files, each written atomically; eval.json is created exclusively without --force."""
     from wetok.eval.evaluate import write_json
     from wetok.eval.report import crops_figure, plot_rd
 
-    written = list(write_json(report, out).values())
+    written = list(write_json(report, out, exclusive=not force).values())
     note = plot_rd(report, out / "rd.png")
     if note:
         report.notes.append(note)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from wetok import __version__
+from wetok import __version__, fileio
 from wetok import format as fmt
 from wetok.eval import classic
 from wetok.eval import stats as evalstats
@@ -463,15 +463,18 @@ def _unique(run: str, taken: dict[str, str]) -> str:
     return out
 
 
-def write_json(report: EvalReport, out_dir: Path) -> dict[str, Path]:
-    """``out_dir/eval.json`` (everything) and ``out_dir/rd/<name>.json`` (CompressAI layout, per codec)."""
+def write_json(report: EvalReport, out_dir: Path, exclusive: bool = False) -> dict[str, Path]:
+    """``out_dir/eval.json`` (everything) and ``out_dir/rd/<name>.json`` (CompressAI layout, per codec).
+
+    Every file is written atomically (a full disk leaves no half or empty file; a symbolic link planted in
+    its place is replaced, never followed); ``exclusive``: ``eval.json`` is created, never replaced."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"eval": out_dir / "eval.json"}
-    paths["eval"].write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
+    fileio.write_atomic(paths["eval"], text, exclusive=exclusive)
     for curve in report.rd_curves():
         slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in curve["name"].lower()).strip("-")
         path = out_dir / "rd" / f"{slug}.json"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(curve, indent=2, allow_nan=False) + "\n")
+        fileio.write_atomic(path, json.dumps(curve, indent=2, allow_nan=False) + "\n")
         paths[f"rd/{slug}"] = path
     return paths

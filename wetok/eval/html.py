@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from wetok import fileio
+from wetok.errors import OutputError
 from wetok.eval.classic import CLASSIC_CODECS
 from wetok.eval.report import WETOK_COLOR, summary_rows
 from wetok.eval.report import _db as ms_ssim_db  # MS-SSIM as dB, as rd.png plots it
@@ -60,10 +62,13 @@ class Page:
 
 
 # -- the page -------------------------------------------------------------------------------------------
-def write_page(page: Page, path: Path, embed: bool = False) -> Path:
-    """Write ``path`` (and, unless ``embed``, the PNGs into ``path.parent / report_files``)."""
+def write_page(page: Page, path: Path, embed: bool = False, exclusive: bool = False) -> Path:
+    """Write ``path`` (and, unless ``embed``, the PNGs into ``path.parent / report_files``), atomically;
+    ``exclusive``: create the page, never replace it (:func:`wetok.fileio.atomic_path`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     files = path.parent / FILES_DIR
+    if not embed and files.is_symlink():
+        raise OutputError(f"{files} is a symbolic link; refusing to write the report's pictures through it")
     body = [f"<h1>{_e(page.title)}</h1>"]
     body += [f"<p>{_e(page.intro)}</p>"] if page.intro else []
     if page.table:
@@ -76,14 +81,21 @@ def write_page(page: Page, path: Path, embed: bool = False) -> Path:
             for v in comp.variants
         }
         body.append(_comparison(i, comp, srcs))
-    doc = _TEMPLATE.replace("{title}", _e(page.title)).replace("{css}", _CSS).replace("{js}", _JS)
-    data = doc.replace("{body}", "\n".join(body)).encode()
-    fileio.write_atomic(path, data)
+    parts = {"title": _e(page.title), "css": _CSS, "js": _JS, "body": "\n".join(body)}
+    # One pass: a name holding "{body}" or "{js}" is text, never a place the template fills in.
+    doc = _SLOT.sub(lambda m: parts[m.group(1)], _TEMPLATE)
+    fileio.write_atomic(path, doc.encode(), exclusive=exclusive)
     return path
 
 
+_SLOT = re.compile(r"\{(title|css|js|body)\}")
+
+
 def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    """``text`` as HTML text; undecodable bytes of a file name (``\\xff`` read as a lone surrogate) are
+    shown as U+FFFD, so the page can be written as UTF-8."""
+    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return html.escape(text, quote=True)
 
 
 def _slug(text: str) -> str:
@@ -241,10 +253,12 @@ _JS = """
 (function () {
   var hash = {};
   location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
-    var p = kv.split('='); if (p[0]) hash[p[0]] = decodeURIComponent(p[1] || '');
+    var p = kv.split('='), v = p[1] || '';
+    try { v = decodeURIComponent(v); } catch (e) { return; }  // '#split=%' is no reason to stop
+    if (p[0]) hash[p[0]] = v;
   });
   function setSplit(sec, f) {
-    f = Math.min(1, Math.max(0, f)); sec.split = f;
+    f = isFinite(f) ? Math.min(1, Math.max(0, f)) : 0.5; sec.split = f;
     var pct = (100 * f).toFixed(3) + '%';
     sec.querySelector('img.b').style.clipPath = 'inset(0 0 0 ' + pct + ')';
     sec.querySelector('.handle').style.left = pct;
@@ -291,7 +305,7 @@ _JS = """
     });
     sec.split = 0.5;
     setSplit(sec, hash.split !== undefined ? parseFloat(hash.split) : 0.5);
-    if (hash.zoom !== undefined) setZoom(sec, +hash.zoom);
+    if (hash.zoom !== undefined && isFinite(+hash.zoom)) setZoom(sec, +hash.zoom);
   });
   document.documentElement.dataset.ready = '1';
 })();

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from wetok import fileio
 from wetok.eval.classic import CLASSIC_CODECS
 from wetok.eval.evaluate import EvalReport
 
@@ -143,8 +144,8 @@ def plot_rd(report: EvalReport, path: Path) -> str | None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{len(report.names)} images; hollow markers: classic codecs at the wetok file size")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with fileio.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return None
 
@@ -229,8 +230,8 @@ def crops_figure(
             sheet.paste(Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s])), (left, top))
             draw.text((left + 2, top + s + 2), title, fill="black", font=font)
             draw.text((left + 2, top + s + 17), caption, fill="#444444", font=font)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    with fileio.atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
     return path
 
 
