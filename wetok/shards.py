@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -55,12 +57,25 @@ def write_shard(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, Any]
     fileio.write_atomic(path, st_save(tensors, metadata={"wetok": json.dumps(meta, sort_keys=True)}))
 
 
-def read_shard(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """A shard's tensors and metadata, after checking the tensor bytes against the recorded SHA-256."""
+def read_shard(path: Path, max_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A shard's tensors and metadata, after checking the tensor bytes against the recorded SHA-256.
+
+    Only a regular file is read (not ``/dev/zero``, not a FIFO), and none over ``max_bytes``: both are
+    checked before a byte is read."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ShardError(f"token shard {path} is not a regular file")
+            if max_bytes is not None and st.st_size > max_bytes:
+                raise ShardError(
+                    f"token shard {path} is {st.st_size:,} bytes, over the {max_bytes:,} its index allows"
+                )
+            data = f.read(st.st_size + 1)
     except OSError as e:
         raise ShardError(f"cannot read token shard {path}: {e.strerror or e}") from None
+    if len(data) > st.st_size:
+        raise ShardError(f"token shard {path} grew while it was read")
     meta, payload_start = _parse_header(path, data)
     if hashlib.sha256(data[payload_start:]).hexdigest() != meta.get("payload_sha256"):
         raise ShardError(

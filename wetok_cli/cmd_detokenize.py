@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import device_option, resolve_device
+from wetok_cli.common import UsageProblem, device_option, resolve_device
 
 MAX_ITEMS = 256
 
@@ -62,21 +62,29 @@ def detokenize_cmd(
 ) -> None:
     """Decode items of a `wetok tokenize` DATASET folder and save them as one grid image."""
     from wetok.data import TokenDataset
-    from wetok_cli.common import check_writable, write_output
+    from wetok.limits import check_pixels
+    from wetok_cli.outputs import check_writable, write_output
 
-    check_writable(out, force)
     ds = TokenDataset(dataset)
+    check_writable(out, force, reads=ds.files())  # the grid never replaces the dataset's own files
     picks = range(len(ds))[items]
     if not picks:
         raise click.ClickException(f"--items selects nothing from {len(ds)} items")
     if len(picks) > MAX_ITEMS:
         raise click.ClickException(f"--items selects {len(picks)} items; at most {MAX_ITEMS} in one grid")
+    columns = min(columns or math.ceil(math.sqrt(len(picks))), len(picks))  # no empty columns
+    sizes = [ds.image_size(i) for i in picks]
+    width, height = grid_size([(w, h) for h, w in sizes], columns)
+    try:
+        check_pixels(width, height, "grid image")  # before any item is decoded or the sheet allocated
+    except ValueError as e:
+        raise UsageProblem(f"--columns/--items: {e}") from None
     codec = _codec(ds, model, resolve_device(device))
-    images = [codec.decode_tokens(ds[i][None], ds.image_size(i), seed=seed) for i in picks]
-    grid = image_grid(images, columns or math.ceil(math.sqrt(len(images))))
+    images = [codec.decode_tokens(ds[i][None], size, seed=seed) for i, size in zip(picks, sizes, strict=True)]
+    grid = image_grid(images, columns)
     buffer = io.BytesIO()
     grid.save(buffer, format=_format(out))
-    write_output(out, buffer.getvalue())
+    write_output(out, buffer.getvalue(), force=force)
     click.echo(
         f"{len(images)} items ({picks.start}..{picks[-1]}) -> {out} ({grid.width}x{grid.height})", err=True
     )
@@ -94,6 +102,8 @@ def _codec(ds: Any, model: str | None, device: Any) -> Any:
         )
     except ModelNotFoundError as e:
         raise click.ClickException(f"{e}; pass --model NAME|DIR") from None
+    except (OSError, ValueError) as e:  # a broken model folder: exit 2, as every command
+        raise UsageProblem(f"--model: {e}") from None
     if codec.model_id_hex != wanted:
         raise click.ClickException(
             f"--model {model} is {codec.model_id_hex}; these tokens were made by "
@@ -102,13 +112,22 @@ def _codec(ds: Any, model: str | None, device: Any) -> Any:
     return codec
 
 
-def image_grid(images: list, columns: int, gap: int = 2) -> object:
+GAP = 2
+
+
+def grid_size(sizes: list[tuple[int, int]], columns: int, gap: int = GAP) -> tuple[int, int]:
+    """``(width, height)`` of the sheet :func:`image_grid` makes from images of ``sizes`` ``(w, h)``."""
+    cw, ch = max(w for w, _ in sizes), max(h for _, h in sizes)
+    rows = math.ceil(len(sizes) / columns)
+    return columns * (cw + gap) - gap, rows * (ch + gap) - gap
+
+
+def image_grid(images: list, columns: int, gap: int = GAP) -> object:
     """PIL images pasted row by row on a white sheet, each in a cell as large as the largest."""
     from PIL import Image
 
     cw, ch = max(im.width for im in images), max(im.height for im in images)
-    rows = math.ceil(len(images) / columns)
-    sheet = Image.new("RGB", (columns * (cw + gap) - gap, rows * (ch + gap) - gap), "white")
+    sheet = Image.new("RGB", grid_size([(im.width, im.height) for im in images], columns, gap), "white")
     for k, im in enumerate(images):
         sheet.paste(im, ((k % columns) * (cw + gap), (k // columns) * (ch + gap)))
     return sheet
