@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from click.testing import CliRunner
 from conftest import tiny_model
@@ -13,7 +14,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import wetok.modeldir as modeldir
-import wetok.tokenizer
 from wetok import zoo
 from wetok.codec import Codec
 from wetok.errors import ModelNotFoundError
@@ -60,7 +60,7 @@ def test_finding_a_model_reads_no_other_weights(registry: Path, monkeypatch: pyt
         read.append(Path(path).parent.name)
         return load_file(path, *args, **kwargs)
 
-    monkeypatch.setattr(wetok.tokenizer, "load_file", counting_load_file)
+    monkeypatch.setattr(safetensors.torch, "load_file", counting_load_file)  # modeldir.read_model_files
     monkeypatch.setattr(modeldir, "hash_model_id", lambda path: pytest.fail(f"hashed {path}"))
     (registry.parent / "x.wtk").write_bytes(data)
     monkeypatch.chdir(registry.parent)

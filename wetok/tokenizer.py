@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from wetok.config import TokenizerConfig
@@ -227,9 +227,11 @@ class Tokenizer(nn.Module):
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory} is not a wetok model directory (no {name})")
-        config = TokenizerConfig.load(directory / CONFIG_NAME)
-        state = load_file(str(directory / WEIGHTS_NAME))
+        from wetok.modeldir import check_state, read_model_files
+
+        config, state = read_model_files(directory)  # dtypes, finite values, config depth: checked
         model = cls(config)
+        check_state(directory / WEIGHTS_NAME, state, model.state_dict())  # names and shapes fit config
         model.load_state_dict({k: v.float() for k, v in state.items()})
         model._weights_sha256 = weights_sha256(config, state)
         if (directory / GENERATIVE_DECODER_NAME).is_file():

@@ -45,11 +45,12 @@ def train_cmd(
     CONFIG is a TOML file (see examples/train_default.toml); flags and --set override it. Multi-GPU:
     torchrun --nproc_per_node N -m wetok_cli.main train CONFIG.
     """
-    from wetok_cli.common import UsageProblem
+    from wetok_cli.common import UsageProblem, launcher_world
     from wetok_train.checkpoint import CheckpointError
     from wetok_train.config import load_config
     from wetok_train.loop import RunExistsError, TrainingStopped, train
 
+    launcher_world()  # a bad WORLD_SIZE is a usage error before anything is read or built
     flags = {"data": data, "out": out, "init_from": init_from, "stage": stage}
     values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
     try:
