@@ -549,13 +549,13 @@ def test_huge_seed_is_a_usage_error(env: Path) -> None:
 def test_closed_stdin_and_stdout_are_user_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     from wetok import fileio
     from wetok.errors import OutputError
-    from wetok_cli import common
+    from wetok_cli import common, inputs
 
     closed = io.TextIOWrapper(io.BytesIO())
     closed.close()
-    monkeypatch.setattr(common.sys, "stdin", closed)
+    monkeypatch.setattr(inputs.sys, "stdin", closed)
     with pytest.raises(common.InputError, match="stdin is closed"):
-        common.read_wtk_input(common.Input(common.STDIO, Path("stdin")))
+        inputs.read_wtk_input(inputs.Input(inputs.STDIO, Path("stdin")))
     monkeypatch.setattr(fileio.sys, "stdout", closed)
     with pytest.raises(OutputError, match="stdout is closed"):
         fileio.write_output("/dev/stdout", b"data")
@@ -596,3 +596,404 @@ def test_eval_leaves_out_unreadable_images_and_scores_tiny_ones(env: Path) -> No
     assert "broken.png" in result.stderr and "left out" in result.stderr
     report = json.loads(result.stdout)
     assert report["images"] == ["dot.png", "good.png"]
+
+
+# == round 2 (issue 22): concurrency, globs, pages, token datasets, weights ==================================
+# -- 1. two runs writing one new output: exactly one wins --------------------------------------------------
+def test_two_runs_cannot_both_create_one_output(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other run creates ``same.wtk`` after this one checked it, before this one names its file."""
+    from wetok import fileio
+
+    real = fileio.os.fsync
+
+    def other_run_finishes_first(fd: int) -> None:
+        real(fd)
+        if not (env / "same.wtk").exists():
+            (env / "same.wtk").write_bytes(b"the other run's file")
+
+    monkeypatch.setattr(fileio.os, "fsync", other_run_finishes_first)
+    result = wetok("compress", "a.png", "-m", "tiny", "-o", "same.wtk")
+    assert_one_error(result, 1, "same.wtk already exists", "--force")
+    assert (env / "same.wtk").read_bytes() == b"the other run's file"
+    assert not list(env.glob(".*.part"))
+
+
+# -- 2, 3. globs: no endless walk through link loops, no way out of -o DIR ----------------------------------
+def test_double_star_glob_does_not_follow_link_loops(env: Path) -> None:
+    from wetok_cli.inputs import expand_inputs
+
+    (env / "d" / "s").mkdir(parents=True)
+    assert wetok("compress", "a.png", "-m", "tiny", "-o", "d/x.wtk").exit_code == 0
+    assert wetok("compress", "a.png", "-m", "tiny", "-o", "d/s/y.wtk").exit_code == 0
+    (env / "d" / "up").symlink_to("..")  # one loop: Python's glob made 81 inputs of these 2 files
+    inputs, problems = expand_inputs(["d/**/*.wtk"], [".wtk"])
+    assert sorted(str(i.path) for i in inputs) == ["d/s/y.wtk", "d/x.wtk"] and not problems
+    (env / "d" / "s" / "up").symlink_to("..")  # two loops: Python's glob never ended
+    result = wetok("info", "d/**/*.wtk", "--json")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 2, result.output
+
+
+def test_dotdot_in_a_glob_does_not_leave_the_output_folder(env: Path) -> None:
+    (env / "in" / "sub").mkdir(parents=True)
+    shutil.copy(env / "a.png", env / "in" / "a.png")
+    result = wetok("compress", "in/*/../../in/*.png", "-m", "tiny", "-o", "out/")
+    assert result.exit_code == 0, result.output
+    assert (env / "out" / "a.wtk").is_file() and not (env / "in" / "a.wtk").exists()
+
+
+# -- 4, 5. files a command reads are never outputs; the image and its page are two files ---------------------
+def test_compare_and_reference_files_are_never_outputs(env: Path) -> None:
+    assert wetok("compress", "a.png", "-m", "tiny").exit_code == 0
+    original = (env / "a.png").read_bytes()
+    for args in (["--compare", "a.png"], ["-r", "a.png"], ["-r", "a.png", "-o", "a.png"]):
+        result = wetok("decompress", "a.wtk", *args, "--force")
+        assert_one_error(result, 1, "a.png", "input file itself")
+        assert (env / "a.png").read_bytes() == original, args
+    assert not (env / "a.html").exists()
+
+
+def test_compare_page_never_replaces_the_image(env: Path) -> None:
+    assert wetok("compress", "a.png", "-m", "tiny").exit_code == 0
+    for force in ([], ["--force"]):
+        result = wetok("decompress", "a.wtk", "-o", "out.html", "--compare", "a.png", *force)
+        assert_one_error(result, 2, "-o out.html", "--compare")
+        assert not (env / "out.html").exists()
+    (env / "c.html").write_text("keep me")
+    result = wetok("decompress", "a.wtk", "-o", "c.png", "--compare", "a.png")
+    assert_one_error(result, 1, "c.html already exists")
+    assert not (env / "c.png").exists() and (env / "c.html").read_text() == "keep me"  # checked first
+
+
+# -- 6, 8. eval: report files atomic, links replaced not followed; undecodable names -------------------------
+def _eval(*args: str) -> Result:
+    common = ["--no-model", "--codecs", "jpeg", "--settings", "jpeg=50", "--no-fid", "--perceptual", "none"]
+    return wetok("eval", *args, *common, "--crops", "0", "--no-cache")
+
+
+def test_eval_report_is_written_atomically(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    real_bytes, real_text = Path.write_bytes, Path.write_text
+
+    def disk_full(self: Path, data: object, *args: object, **kwargs: object) -> int:
+        (real_bytes if isinstance(data, bytes) else real_text)(self, data[:0])  # type: ignore[index]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as full:
+        full.setattr(Path, "write_bytes", disk_full)
+        full.setattr(Path, "write_text", disk_full)
+        result = _eval("a.png", "-o", "ev")
+    assert result.exit_code == 1 and "No space left" in result.output
+    assert not (env / "ev" / "eval.json").exists() and not list((env / "ev").glob(".*.part"))
+    assert _eval("a.png", "-o", "ev").exit_code == 0  # no empty eval.json stands in the way
+
+
+def test_eval_report_never_writes_through_a_planted_link(env: Path) -> None:
+    (env / "ev").mkdir()
+    (env / "precious").write_text("keep me")
+    (env / "ev" / "eval.json").symlink_to(env / "precious")
+    assert_one_error(_eval("a.png", "-o", "ev"), 1, "eval.json already exists")
+    (env / "ev" / "gone.json").symlink_to(env / "nowhere")
+    os.replace(env / "ev" / "gone.json", env / "ev" / "eval.json")  # a link to nothing: still exists
+    assert_one_error(_eval("a.png", "-o", "ev", "--force"), 1, "symbolic link to nothing")
+    (env / "ev" / "eval.json").unlink()
+    (env / "ev" / "eval.json").symlink_to(env / "precious")
+    assert _eval("a.png", "-o", "ev", "--force").exit_code == 0
+    assert (env / "precious").read_text() == "keep me" and not (env / "ev" / "eval.json").is_symlink()
+    assert not (env / "nowhere").exists()
+
+
+def test_eval_html_with_an_undecodable_file_name(env: Path) -> None:
+    name = os.fsdecode(b"\xff\xfe.png")
+    shutil.copy(env / "a.png", env / name)
+    args = ["--codecs", "none", "--no-fid", "--perceptual", "none", "--crops", "0", "--no-cache"]
+    result = wetok("eval", name, "-m", "tiny", *args, "--html", "-o", "ev")
+    assert result.exit_code == 0, result.output
+    page = (env / "ev" / "report.html").read_text(encoding="utf-8")
+    assert "\ufffd\ufffd.png" in page
+
+
+# -- 7. a closed stdout is a failure, not a silent success --------------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "a.wtk"],
+        ["info", "a.wtk", "--json"],
+        ["compress", "b.png", "-m", "tiny", "-o", "b.wtk", "--json"],
+        ["models", "--json"],
+    ],
+)
+def test_closed_stdout_fails(env: Path, model_root: Path, args: list[str]) -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    assert wetok("compress", "a.png", "-m", "tiny").exit_code == 0
+    command = " ".join(map(shlex.quote, [sys.executable, "-m", "wetok_cli.main", *args])) + " >&-"
+    env_vars = {**os.environ, "WETOK_MODELS": str(model_root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", "-c", command], cwd=env, env=env_vars, capture_output=True, timeout=120)
+    assert done.returncode == 1, done.stderr.decode()
+    assert "stdout is closed" in done.stderr.decode() and "Traceback" not in done.stderr.decode()
+
+
+def test_closed_stdout_is_an_output_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wetok import fileio
+    from wetok.errors import OutputError
+
+    monkeypatch.setattr(fileio.sys, "stdout", None)  # what Python makes of a closed descriptor 1
+    with pytest.raises(OutputError, match="stdout is closed"):
+        fileio.write_stdout_text("{}")
+
+
+# -- 9. pages: the template is filled once; a bad fragment does not stop the sliders -------------------------
+def test_page_template_is_filled_once(tmp_path: Path) -> None:
+    from wetok.eval.html import Page, write_page
+
+    write_page(Page(title="{body} and {js} {title}"), tmp_path / "p.html", embed=True)
+    page = (tmp_path / "p.html").read_text()
+    assert "<title>{body} and {js} {title}</title>" in page and page.count("<script>") == 1
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+@pytest.mark.parametrize("fragment", ["#split=%", "#split=%E0%A4%A", "#split=abc&zoom=x", "#zoom=%"])
+def test_page_script_survives_a_bad_fragment(fragment: str) -> None:
+    import subprocess
+
+    from wetok.eval.html import _JS
+
+    stub = (
+        f"var location = {{hash: {json.dumps(fragment)}}}, devicePixelRatio = 1;"
+        "var document = {documentElement: {dataset: {}}, querySelectorAll: function () { return []; }};"
+    )
+    script = stub + _JS + "console.log(document.documentElement.dataset.ready);"
+    done = subprocess.run(["node", "-e", script], capture_output=True, timeout=30)
+    assert done.stdout.decode().strip() == "1", done.stderr.decode()
+
+
+# -- 10, 11, 12. token datasets: index.json and shards are checked, the grid is bounded ----------------------
+@pytest.fixture(params=["16", "none"])
+def dataset(env: Path, request: pytest.FixtureRequest) -> Path:
+    args = ["tokenize", "a.png", "b.png", "-o", "tok", "-m", "tiny", "--workers", "0", "--device", "cpu"]
+    result = wetok(*args, "--size", request.param)
+    assert result.exit_code == 0, result.output
+    return env / "tok"
+
+
+def _edit_index(dataset: Path, change: object) -> None:
+    index = json.loads((dataset / "index.json").read_text())
+    change(index)
+    (dataset / "index.json").write_text(json.dumps(index))
+
+
+def _set(path: str, value: object) -> object:
+    def change(index: dict) -> None:
+        *parents, last = path.split(".")
+        node = index
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+
+    return change
+
+
+def _drop(key: str) -> object:
+    return lambda index: index.pop(key)
+
+
+HOSTILE_INDEXES = {
+    "wrong tokens grid": _set("token_grid", [4, 4, 9]),
+    "no shards": _drop("shards"),
+    "no items": _drop("items"),
+    "no model": _drop("model"),
+    "non-hex model id": _set("model.model_id", "zzzzzzzzzzzz"),
+    "items a string": _set("items", "abc"),
+    "item without width": _set("items.0", {"source": "a.png"}),
+    "negative item count": _set("shards.0.items", -1),
+    "item count a string": _set("shards.0.items", "2"),
+    "no checksum": _set("shards.0.payload_sha256", None),
+    "shards a dict": _set("shards", {}),
+    "group bits a string": _set("group_bits", "8"),
+    "zero downsample": _set("downsample", 0),
+    "negative size": _set("preprocess.size", -64),
+    "size a string": _set("preprocess.size", "64"),
+    "dtype float": _set("dtype", "float32"),
+    "run id a number": _set("run", 7),
+    "absolute shard": _set("shards.0.file", "/dev/zero"),
+    "shard outside": _set("shards.0.file", "../../other/shard-00000.safetensors"),
+    "shard a folder": _set("shards.0.file", "."),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_INDEXES))
+def test_token_dataset_refuses_a_hostile_index(dataset: Path, case: str) -> None:
+    from wetok.data import TokenDataset
+    from wetok.errors import ShardError
+
+    _edit_index(dataset, HOSTILE_INDEXES[case])
+    with pytest.raises(ShardError, match="index.json"):
+        ds = TokenDataset(dataset)
+        ds[0]
+
+
+def _shard_with(dataset: Path, edit: object) -> None:
+    """Rewrite shard 0 with edited tensors, index and header checksums kept consistent (a crafted shard)."""
+    from wetok import shards
+
+    path = dataset / "shard-00000.safetensors"
+    tensors, meta = shards.read_shard(path)
+    tensors = edit(dict(tensors))
+    shards.write_shard(path, tensors, {k: v for k, v in meta.items() if k != "payload_sha256"})
+    sha = shards.read_shard_meta(path)["payload_sha256"]
+    _edit_index(dataset, _set("shards.0.payload_sha256", sha))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: {**t, "tokens": t["tokens"].astype(np.float32) * 1e10},
+        lambda t: {**t, "tokens": t["tokens"].astype(np.int32) - 1},
+        lambda t: {**t, "tokens": np.full_like(t["tokens"], 255).astype(np.uint16) * 257},
+        lambda t: {**t, "tokens": np.concatenate([t["tokens"]] * 2, axis=-1)},  # twice the groups
+        lambda t: {**t, "tokens": np.zeros((2, 50, 50, t["tokens"].shape[-1]), np.uint8)},
+        lambda t: {**t, "tokens": np.full_like(t["tokens"], 200)},  # 200 >= 2^4 for the tiny model
+        lambda t: {**t, "extra": np.zeros(3, np.uint8)},
+    ],
+    ids=["float", "negative", "uint16", "groups", "grid", "range", "extra"],
+)
+def test_token_dataset_checks_shard_contents(dataset: Path, edit: object) -> None:
+    from wetok.data import TokenDataset
+    from wetok.errors import ShardError
+
+    _shard_with(dataset, edit)
+    with pytest.raises(ShardError, match="shard-00000"):
+        TokenDataset(dataset)[0]
+
+
+def test_token_dataset_refuses_devices_and_oversized_shards(dataset: Path) -> None:
+    from wetok.data import TokenDataset
+    from wetok.errors import ShardError
+
+    shard = dataset / "shard-00000.safetensors"
+    shard.unlink()
+    shard.symlink_to("/dev/zero")
+    with pytest.raises(ShardError, match="outside the dataset folder|not a regular file"):
+        TokenDataset(dataset)[0]
+    shard.unlink()
+    shard.write_bytes(bytes(200 << 20))
+    with pytest.raises(ShardError, match="over the"):
+        TokenDataset(dataset)[0]
+
+
+def test_detokenize_with_a_negative_size_is_one_line(dataset: Path, env: Path) -> None:
+    _edit_index(dataset, _set("preprocess.size", -64))
+    assert_one_error(wetok("detokenize", "tok", "-o", "g.png"), 1, "preprocess.size")
+    assert not (env / "g.png").exists()
+
+
+def test_detokenize_columns_are_bounded(dataset: Path, env: Path) -> None:
+    result = wetok("detokenize", "tok", "--items", "0:1", "--columns", "100000", "-o", "g.png")
+    assert result.exit_code == 0, result.output
+    one = wetok("detokenize", "tok", "--items", "0:1", "-o", "h.png")
+    assert Image.open(env / "g.png").size == Image.open(env / "h.png").size  # one item, one column
+    result = wetok("--max-pixels", "100", "detokenize", "tok", "--items", "0:2", "-o", "i.png")
+    assert_one_error(result, 2, "grid image", "above the limit")
+    assert one.exit_code == 0 and not (env / "i.png").exists()
+
+
+# -- 13, 14. model weights: dtype, values, names and shapes checked, one line, exit 2 ------------------------
+def _model_with(env: Path, model_root: Path, edit: object = None, config: object = None) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    folder = env / "m"
+    shutil.copytree(model_root / "tiny", folder)
+    (folder / "model_id.json").unlink(missing_ok=True)
+    if edit is not None:
+        save_file(edit(load_file(str(folder / "model.safetensors"))), str(folder / "model.safetensors"))
+    if config is not None:
+        cfg = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config(cfg)))
+    return folder
+
+
+def _first(state: dict) -> str:
+    return sorted(state)[0]
+
+
+WEIGHT_EDITS = {
+    "nan": (lambda s: {**s, _first(s): s[_first(s)] * float("nan")}, "NaN"),
+    "inf": (lambda s: {**s, _first(s): s[_first(s)] + float("inf")}, "NaN or infinite"),
+    "int8": (lambda s: {**s, _first(s): s[_first(s)].to(torch.int8)}, "I8"),
+    "float64": (lambda s: {**s, _first(s): s[_first(s)].double()}, "F64"),
+    "shape": (lambda s: {**s, _first(s): torch.zeros(3)}, "shape"),
+    "missing": (lambda s: {k: v for k, v in s.items() if k != _first(s)}, "lacks"),
+    "extra": (lambda s: {**s, "evil.weight": torch.zeros(2)}, "evil.weight"),
+}
+
+
+@pytest.mark.parametrize("case", list(WEIGHT_EDITS))
+def test_bad_weights_are_one_line_exit_2(env: Path, model_root: Path, case: str) -> None:
+    edit, fragment = WEIGHT_EDITS[case]
+    folder = _model_with(env, model_root, edit)
+    assert_one_error(wetok("compress", "a.png", "-m", str(folder)), 2, "model.safetensors", fragment)
+    assert not (env / "a.wtk").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [({"groups": 1000}, "model"), ({"in_channels": 4}, "model.safetensors")],
+)
+def test_config_that_does_not_fit_the_weights(
+    env: Path, model_root: Path, change: dict, fragment: str
+) -> None:
+    folder = _model_with(env, model_root, config=lambda cfg: {**cfg, **change})
+    assert_one_error(wetok("compress", "a.png", "-m", str(folder)), 2, fragment)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [(b"", "not a safetensors file"), ((1 << 60).to_bytes(8, "little") + b"{}", "header length")],
+    ids=["empty", "huge-header"],
+)
+def test_broken_safetensors_is_one_line(env: Path, model_root: Path, content: bytes, fragment: str) -> None:
+    folder = _model_with(env, model_root)
+    (folder / "model.safetensors").write_bytes(content)
+    assert_one_error(wetok("compress", "a.png", "-m", str(folder)), 2, "model.safetensors", fragment)
+
+
+def test_deeply_nested_config_is_one_line(env: Path, model_root: Path) -> None:
+    folder = _model_with(env, model_root)
+    (folder / "config.json").write_text("[" * 100000 + "]" * 100000)
+    assert_one_error(wetok("compress", "a.png", "-m", str(folder)), 2, "config.json", "nested too deeply")
+
+
+@pytest.mark.parametrize(
+    ("variables", "fragment"),
+    [({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"), ({"WORLD_SIZE": "2"}, "torchrun")],
+)
+def test_bad_world_size_is_a_usage_error(
+    env: Path, monkeypatch: pytest.MonkeyPatch, variables: dict, fragment: str
+) -> None:
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    result = wetok("tokenize", "a.png", "-o", "tok", "-m", "tiny", "--workers", "0", "--device", "cpu")
+    assert_one_error(result, 2, fragment)
+    result = wetok("train", "-s", 'model="tiny"', "--data", ".", "--out", "run")
+    assert_one_error(result, 2, fragment)
+
+
+# -- hashing: a model's id is computed streaming, not from the whole file in memory --------------------------
+def test_model_id_is_hashed_streaming(env: Path, model_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors.torch
+
+    from wetok import modeldir
+    from wetok.codec import Codec
+
+    folder = _model_with(
+        env, model_root, lambda s: {k: v.half() if i % 2 else v for i, (k, v) in enumerate(s.items())}
+    )
+    expected = Codec.from_pretrained(folder).model_id
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("loaded every weight"))
+    monkeypatch.setattr(modeldir, "_CHUNK", 7)  # many chunks per tensor
+    assert modeldir.hash_model_id(folder) == expected
