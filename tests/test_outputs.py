@@ -1,0 +1,72 @@
+"""The rules for what a command may write (wetok_cli/outputs.py, wetok/fileio.py); the attack cases are in
+test_hostile.py."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from wetok import fileio
+from wetok.errors import OutputError
+from wetok_cli.common import InputError, UsageProblem
+from wetok_cli.inputs import Input
+from wetok_cli.outputs import Claims, output_paths
+
+
+def test_exclusive_writes_have_exactly_one_winner(tmp_path: Path) -> None:
+    target, errors, barrier = tmp_path / "same.wtk", [], threading.Barrier(8)
+
+    def write(k: int) -> None:
+        barrier.wait()
+        try:
+            fileio.write_atomic(target, f"run {k}", exclusive=True)
+        except OutputError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 7 and all("already exists" in e for e in errors)
+    assert target.read_text().startswith("run ") and [p.name for p in tmp_path.iterdir()] == ["same.wtk"]
+
+
+def test_exclusive_write_without_hard_links_still_refuses(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    def no_links(*_: object, **__: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(fileio.os, "link", no_links)
+    fileio.write_atomic(tmp_path / "a", "first", exclusive=True)
+    with pytest.raises(OutputError, match="already exists"):
+        fileio.write_atomic(tmp_path / "a", "second", exclusive=True)
+    assert (tmp_path / "a").read_text() == "first" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_output_folder_layout_never_leaves_the_folder(tmp_path: Path) -> None:
+    inputs = [Input(Path("in/a.png"), Path("a.png")), Input(Path("in/s/b.png"), Path("s/b.png"))]
+    assert output_paths(inputs, str(tmp_path / "out"), ".wtk") == [
+        tmp_path / "out" / "a.wtk",
+        tmp_path / "out" / "s" / "b.wtk",
+    ]
+    with pytest.raises(UsageProblem, match="outside -o"):
+        output_paths([Input(Path("x/../../a.png"), Path("../a.png"))], str(tmp_path) + "/", ".wtk")
+
+
+def test_claims_refuse_inputs_duplicates_and_read_files(tmp_path: Path) -> None:
+    (tmp_path / "in.png").write_bytes(b"x")
+    (tmp_path / "ref.png").write_bytes(b"r")
+    claims = Claims([Input(tmp_path / "in.png", Path("in.png"))])
+    with pytest.raises(OutputError, match="input file itself"):
+        claims.claim([tmp_path / "in.png"], force=True)
+    with pytest.raises(OutputError, match="input file itself"):
+        claims.claim([tmp_path / "ref.png"], force=True, reads=[tmp_path / "ref.png"])
+    with pytest.raises(InputError, match="written twice"):
+        claims.claim([tmp_path / "o.html", tmp_path / "o.html"], force=False)
+    claims.claim([tmp_path / "o.png", tmp_path / "o.html"], force=False)
+    with pytest.raises(InputError, match="already written by another input"):
+        claims.claim([tmp_path / "o.png"], force=True)
