@@ -196,14 +196,19 @@ def read_weights_header(path: Path) -> tuple[dict[str, tuple[str, list[int], int
 
 
 def read_model_files(directory: str | Path) -> tuple[TokenizerConfig, dict[str, Tensor]]:
-    """A model directory's config and weights, checked: the safetensors header (:func:`read_weights_header`)
-    before anything is loaded, then every value finite. Names and shapes are :func:`check_state`'s."""
+    """A model directory's config and weights, checked (:func:`read_weights`). Names and shapes are
+    :func:`check_state`'s."""
+    directory = Path(directory)
+    config = read_config(directory / CONFIG_NAME)
+    return config, read_weights(directory / WEIGHTS_NAME)
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """A safetensors file's tensors, checked: the header (:func:`read_weights_header`) before anything is
+    loaded, then every value finite; :class:`ModelFilesError` naming the file otherwise."""
     import torch
     from safetensors.torch import load_file
 
-    directory = Path(directory)
-    config = read_config(directory / CONFIG_NAME)
-    path = directory / WEIGHTS_NAME
     read_weights_header(path)
     try:
         state = load_file(str(path))
@@ -213,7 +218,15 @@ def read_model_files(directory: str | Path) -> tuple[TokenizerConfig, dict[str, 
     for name, t in state.items():
         if not bool(torch.isfinite(t).all()):
             raise ModelFilesError(f"{path}: tensor {name} holds NaN or infinite values")
-    return config, state
+    return state
+
+
+def weights_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file whose header :func:`read_weights_header` has accepted."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
 
 
 def check_state(path: Path, state: dict[str, Tensor], expected: dict[str, Tensor]) -> None:

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from wetok.config import TokenizerConfig
-from wetok.errors import ConfigError, RealismError
+from wetok.errors import RealismError
 from wetok.fileio import atomic_path
 from wetok.model import Decoder, Encoder
 from wetok.modeldir import (
@@ -124,15 +123,16 @@ class Tokenizer(nn.Module):
         """Whether the model carries a stage-2 decoder beside its own (``realism`` above 0 uses it)."""
         return bool(self._generative)
 
-    def attach_generative_decoder(self, decoder: Decoder) -> None:
+    def attach_generative_decoder(self, decoder: Decoder, default_realism: float = 1.0) -> None:
         """Give this (non-generative) model a stage-2 decoder for ``realism > 0``; it must be this model's
-        decoder architecture with noise inputs."""
+        decoder architecture with noise inputs. ``default_realism``: the setting files get by default."""
         if self.config.generative:
             raise ValueError(
                 "the model's own decoder is generative already; realism applies to models without"
             )
         self._generative = [decoder.to(self.device, self.dtype).eval().requires_grad_(False)]
         self._blended = {}
+        self.default_realism = default_realism
 
     def decoder_for(self, realism: float | None) -> Decoder:
         """The decoder of ``realism`` in ``[0, 1]``: ``None`` or 0 the model's own; 1 the stage-2 decoder;
@@ -236,7 +236,7 @@ class Tokenizer(nn.Module):
         model._weights_sha256 = weights_sha256(config, state)
         if (directory / GENERATIVE_DECODER_NAME).is_file():
             model.attach_generative_decoder(
-                load_generative_decoder(directory / GENERATIVE_DECODER_NAME, config)
+                *load_generative_decoder(directory / GENERATIVE_DECODER_NAME, config)
             )
         return model.to(device).eval()
 
@@ -289,18 +289,17 @@ def save_generative_decoder(
 
 def load_generative_decoder(path: Path, config: TokenizerConfig) -> tuple[Decoder, float]:
     """The stage-2 decoder of a model of ``config`` (the same architecture with noise inputs at every
-    level) and its default realism; :class:`ConfigError` naming the file when it does not fit."""
+    level) and its default realism; checked like the model's own weights, one line naming the file."""
+    from wetok.modeldir import ModelFilesError, check_state, read_weights, weights_metadata
+
     decoder = Decoder(config.replace(generative=True, level_noise=True))
+    state = read_weights(path)
+    check_state(path, state, decoder.state_dict())
     try:
-        with safe_open(str(path), "pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-            realism = float((f.metadata() or {}).get("default_realism", "1"))
-        if not 0 <= realism <= 1:
-            raise ValueError(f"default_realism {realism} outside [0, 1]")
-        decoder.load_state_dict({k: v.float() for k, v in state.items()})
-    except Exception as e:  # safetensors and torch raise several types for a file that does not fit
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{path}: not a generative decoder of this model ({first})") from None
-    if not all(torch.isfinite(p).all() for p in decoder.parameters()):
-        raise ConfigError(f"{path}: weights that are not finite")
+        realism = float(weights_metadata(path).get("default_realism", "1"))
+    except ValueError:
+        realism = -1.0
+    if not 0 <= realism <= 1:
+        raise ModelFilesError(f"{path}: default_realism is not a number in [0, 1]")
+    decoder.load_state_dict({k: v.float() for k, v in state.items()})
     return decoder.eval(), realism

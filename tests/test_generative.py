@@ -1,0 +1,246 @@
+"""The generative decoder: noise at every level, realism (which decoder, or a blend), the decoder setting in
+the file, seed search, and the stage-2 recipe that attaches a decoder to an unchanged model."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tests.conftest import tiny_model
+from tests.test_train import _cfg, _make_images
+from wetok import Codec, Tokenizer
+from wetok import format as fmt
+from wetok.errors import RealismError
+from wetok.format import DecoderSetting, Header
+from wetok.modeldir import GENERATIVE_DECODER_NAME, ModelFilesError, read_model_id
+from wetok.seeds import search_seed
+from wetok.tokenizer import load_generative_decoder
+from wetok_cli.main import cli
+from wetok_train.loop import train
+from wetok_train.losses import diff_augment, diversity_loss
+
+
+def _with_generative(seed: int = 0, strength: float = 0.5) -> Tokenizer:
+    """A tiny model with a generative decoder attached whose noise weights are non-zero (as if trained)."""
+    model = tiny_model(seed)
+    generative = model.to_generative(level_noise=True).decoder
+    with torch.no_grad():
+        for name, p in generative.named_parameters():
+            if ".noise." in name:
+                p.fill_(strength)
+            elif name == "conv_in.weight":
+                p[:, model.config.latent_dim :].normal_(0, 0.1)
+    model.attach_generative_decoder(generative, default_realism=0.8)
+    return model
+
+
+def _tokens(model: Tokenizer, h: int = 5, w: int = 7) -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randint(0, 2**model.config.group_bits, (1, h, w, model.config.groups))
+
+
+def test_level_noise_starts_as_the_stage1_decoder() -> None:
+    model = tiny_model()
+    widened = model.to_generative(level_noise=True)
+    tokens = _tokens(model)
+    assert torch.equal(widened.decode(tokens, seed=3), model.decode(tokens))  # zero-initialised noise paths
+    shapes = widened.decoder.noise_shapes((1, model.config.latent_dim, 5, 7))
+    # The input's noise, then one map per block of each level in the order they run (tiny: 2 levels).
+    assert shapes == [(1, model.config.latent_dim, 5, 7), (1, 1, 5, 7), (1, 1, 10, 14)]
+
+
+def test_noise_maps_are_drawn_from_the_seed_release_noise_first() -> None:
+    model = _with_generative()
+    shape = (1, model.config.latent_dim, 5, 7)
+    maps = model.draw_noise(shape, seed=4, realism=1)
+    assert all(
+        torch.equal(a, b) for a, b in zip(maps, model.draw_noise(shape, seed=4, realism=1), strict=True)
+    )
+    assert torch.equal(maps[0], model.make_noise(shape, seed=4))  # release models draw what they always did
+    tokens = _tokens(model)
+    a, b = model.decode(tokens, seed=0, realism=1), model.decode(tokens, seed=1, realism=1)
+    assert torch.equal(a, model.decode(tokens, seed=0, realism=1))
+    assert (a - b).abs().mean() > 0.01  # seeds matter
+
+
+def test_realism_picks_or_blends_the_decoders() -> None:
+    model = _with_generative()
+    assert model.decoder_for(None) is model.decoder and model.decoder_for(0) is model.decoder
+    generative = model.decoder_for(1)
+    half = model.decoder_for(0.5).state_dict()
+    base = model.decoder.state_dict()
+    for key, value in generative.state_dict().items():
+        if key in base and base[key].shape == value.shape:
+            assert torch.allclose(half[key], (base[key] + value) / 2, atol=1e-6)
+    noise = half["up.0.noise.0.weight"]
+    assert torch.allclose(noise, generative.state_dict()["up.0.noise.0.weight"] / 2)
+    with pytest.raises(RealismError, match="no generative decoder"):
+        tiny_model().decoder_for(0.5)
+    with pytest.raises(RealismError, match=r"\[0, 1\]"):
+        model.decoder_for(1.5)
+
+
+def test_generative_decoder_travels_beside_an_unchanged_model(tmp_path) -> None:
+    model = _with_generative()
+    Codec(model).save_pretrained(tmp_path / "m")
+    model_id = read_model_id(tmp_path / "m")
+    model.save_generative_decoder(tmp_path / "m")
+    loaded = Codec.from_pretrained(tmp_path / "m")
+    assert loaded.model.has_generative_decoder and loaded.model.default_realism == 0.8
+    assert loaded.model_id == model_id  # the add-on changes how files look, not which tokens they hold
+    tokens = _tokens(model)
+    assert torch.equal(
+        loaded.model.decode(tokens, seed=2, realism=1), model.decode(tokens, seed=2, realism=1)
+    )
+    assert torch.equal(loaded.model.decode(tokens), tiny_model().decode(tokens))
+
+
+def test_a_generative_decoder_that_does_not_fit_is_refused(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    model = tiny_model()
+    bad = tmp_path / GENERATIVE_DECODER_NAME
+    save_file({"conv_in.weight": torch.zeros(3, 3)}, str(bad))
+    with pytest.raises(ModelFilesError, match=GENERATIVE_DECODER_NAME):
+        load_generative_decoder(bad, model.config)
+    state = {k: v.clone() for k, v in model.to_generative(level_noise=True).decoder.state_dict().items()}
+    state["conv_out.bias"][0] = float("nan")
+    save_file(state, str(bad))
+    with pytest.raises(ModelFilesError, match="NaN"):
+        load_generative_decoder(bad, model.config)
+
+
+def test_files_carry_the_decoder_setting() -> None:
+    codec = Codec(_with_generative())
+    image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    data = codec.compress(image)
+    header, _ = fmt.unpack(data)
+    assert (header.version, header.realism, header.seed) == (2, 0.8, 0)  # the model's default
+    data = codec.compress(image, realism=1, seed=9)
+    header, _ = fmt.unpack(data)
+    assert (header.realism, header.seed) == (1.0, 9)
+    tokens, _ = codec.unpack_tokens(data)
+    expected = codec.decode_tokens(tokens, (20, 28), seed=9, realism=1)
+    assert np.array_equal(np.asarray(codec.decompress(data)), np.asarray(expected))
+    overridden = codec.decode_tokens(tokens, (20, 28), seed=3, realism=0.25)
+    assert np.array_equal(np.asarray(codec.decompress(data, seed=3, realism=0.25)), np.asarray(overridden))
+    with pytest.raises(RealismError):
+        Codec(tiny_model()).compress(image, realism=0.5)
+
+
+def test_files_without_a_setting_decode_with_the_models_own_decoder() -> None:
+    plain, with_gd = Codec(tiny_model()), Codec(_with_generative())
+    image = np.random.default_rng(1).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    data = plain.compress(image)
+    assert data[2] == 1 and fmt.unpack(data)[0].realism is None  # version 1, byte for byte as before
+    assert np.array_equal(np.asarray(with_gd.decompress(data)), np.asarray(plain.decompress(data)))
+
+
+def test_header_decoder_setting_round_trip_and_limits() -> None:
+    header = Header(b"\1" * 6, "raw", 16, 16, 4, 2, 4, realism=0.37, seed=fmt.MAX_SEED)
+    data = fmt.pack(header, b"\0" * header.raw_payload_bytes)
+    assert fmt.unpack(data)[0] == header
+    assert len(data) == len(fmt.pack(Header(b"\1" * 6, "raw", 16, 16, 4, 2, 4), b"\0" * 16)) + 4
+    for realism, seed in ((1.01, 0), (0.333, 0), (0.5, fmt.MAX_SEED + 1), (0.5, -1)):
+        with pytest.raises(fmt.WtkFormatError):
+            Header(b"\1" * 6, "raw", 16, 16, 4, 2, 4, realism=realism, seed=seed).validate()
+    body = bytearray(data[:-4])
+    body[fmt._FIXED + 3] = 101  # realism byte above 100 hundredths
+    with pytest.raises(fmt.WtkFormatError, match="realism"):
+        fmt.unpack(bytes(body) + zlib.crc32(bytes(body)).to_bytes(4, "big"))
+    with pytest.raises(ValueError):
+        DecoderSetting(0.5, fmt.MAX_SEED + 1)
+
+
+def test_seed_search_keeps_the_closest_decode() -> None:
+    rng = np.random.default_rng(2)
+    original = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    noisy = {
+        s: np.clip(original + rng.normal(0, 5 + 40 * abs(s - 13), original.shape), 0, 255)
+        for s in range(10, 18)
+    }
+    best = search_seed(lambda s: noisy[s].astype(np.uint8), original, DecoderSetting(1.0, 10), 8)
+    assert best == DecoderSetting(1.0, 13)
+    codec = Codec(_with_generative())
+    image = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    searched = fmt.unpack(codec.compress(image, realism=1, seed_search=4))[0]
+    assert 0 <= searched.seed < 4
+
+
+def test_data_efficient_gan_pieces() -> None:
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    y = diff_augment(x, ("color", "translation", "cutout"))
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    a = torch.zeros(2, 3, 8, 8)
+    assert diversity_loss(a, a, 0.02).item() == pytest.approx(0.02)
+    assert diversity_loss(a, a + 0.1, 0.02).item() == 0.0  # past the target it asks nothing more
+
+
+def test_stage2_attaches_a_decoder_and_keeps_the_model(tmp_path) -> None:
+    data = _make_images(tmp_path / "data")
+    first = train(_cfg(data, tmp_path / "s1", adversarial_weight=0.0, steps=3), quiet=True)
+    cfg = _cfg(
+        data,
+        tmp_path / "s2",
+        stage=2,
+        init_from=str(first),
+        level_noise=True,
+        attach_decoder=True,
+        steps=4,
+        disc_warmup=2,
+        disc_augment=["color", "translation", "cutout"],
+        r1_weight=0.1,
+        r1_every=2,
+        diversity_weight=1.0,
+        adversarial_weight=0.1,
+    )
+    out = train(cfg, quiet=True)
+    assert (out / GENERATIVE_DECODER_NAME).is_file()
+    assert read_model_id(out) == read_model_id(first)  # tokens, files and id unchanged
+    assert (out / "model.safetensors").read_bytes() == (first / "model.safetensors").read_bytes()
+    codec = Codec.from_pretrained(out)
+    assert codec.model.has_generative_decoder
+    noise_weights = codec.model.decoder_for(1).up[0].noise[0].weight
+    assert noise_weights.abs().sum() > 0  # the noise inputs were trained
+    rows = [json.loads(line) for line in (tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()]
+    assert "div/loss" in rows[-1] and "adv/r1" in {k for r in rows for k in r}
+    assert "rec/l1" not in rows[0]  # the first log window is the discriminator's warm-up
+
+
+def test_cli_realism_seed_and_info(tmp_path) -> None:
+    model_dir = tmp_path / "m"
+    model = _with_generative()
+    Codec(model).save_pretrained(model_dir)
+    model.save_generative_decoder(model_dir)
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(image)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["compress", str(image), "-m", str(model_dir), "--realism", "0.5", "--seed", "7"])
+    assert r.exit_code == 0, r.output
+    assert "realism 0.50, seed 7" in r.output
+    r = runner.invoke(cli, ["info", str(tmp_path / "a.wtk"), "--json"])
+    assert r.exit_code == 0, r.output
+    record = json.loads(r.output.strip().splitlines()[-1])
+    assert (record["realism"], record["seed"]) == (0.5, 7)
+    decoded = str(tmp_path / "a-decoded.png")
+    r = runner.invoke(
+        cli, ["decompress", str(tmp_path / "a.wtk"), "-m", str(model_dir), "-o", decoded, "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    record = json.loads(r.output.strip().splitlines()[-1])
+    assert (record["realism"], record["seed"]) == (0.5, 7)
+    plain = tmp_path / "plain"
+    Codec(tiny_model()).save_pretrained(plain)
+    r = runner.invoke(
+        cli, ["compress", str(image), "-m", str(plain), "-o", str(tmp_path / "b.wtk"), "--realism", "1"]
+    )
+    assert r.exit_code == 2 and "no generative decoder" in r.output
