@@ -244,3 +244,20 @@ def test_cli_realism_seed_and_info(tmp_path) -> None:
         cli, ["compress", str(image), "-m", str(plain), "-o", str(tmp_path / "b.wtk"), "--realism", "1"]
     )
     assert r.exit_code == 2 and "no generative decoder" in r.output
+
+
+def test_eval_rows_per_realism() -> None:
+    from wetok.eval.evaluate import EvalOptions, run_eval
+
+    rng = np.random.default_rng(4)
+    images = [(f"i{k}", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for k in range(2)]
+    options = EvalOptions(codecs=(), sweep=False, fid=False, perceptual="none")
+    report = run_eval(images, [Codec(_with_generative())], options)
+    labels = [row["label"] for row in report.summary()]
+    assert labels == [
+        "wetok tiny realism 0.80",  # what decompress gives by default comes first
+        "wetok tiny realism 0.00",
+        "wetok tiny realism 1.00",
+    ]
+    plain = run_eval(images, [Codec(tiny_model())], options)
+    assert [row["label"] for row in plain.summary()] == ["wetok tiny"]

@@ -126,6 +126,14 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 )
 @click.option("--no-cache", is_flag=True, help="Do not read or write the FID feature cache.")
 @click.option(
+    "--realism",
+    "realisms",
+    type=click.FloatRange(0, 1),
+    multiple=True,
+    help="Decoder setting of a model with a generative decoder; repeat for several rows.  "
+    "[default: the model's default, then 0 and 1]",
+)
+@click.option(
     "--seed", type=SEED_TYPE, default=0, show_default=True, help="Noise seed of generative decoders."
 )
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
@@ -148,6 +156,7 @@ def eval_cmd(
     html: bool,
     cache_dir: Path | None,
     no_cache: bool,
+    realisms: tuple[float, ...],
     seed: int,
     threads: int | None,
     device: str,
@@ -184,6 +193,7 @@ def eval_cmd(
         fid=fid,
         fid_patch=fid_patch,
         seed=seed,
+        realisms=realisms or None,
     )
     if no_cache:
         options.cache_dir = None

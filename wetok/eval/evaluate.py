@@ -75,6 +75,9 @@ class EvalOptions:
     fid_patch: int | None = None
     cache_dir: Path | None = field(default_factory=evalstats.default_cache_dir)
     seed: int = 0
+    # Decoder settings of models with a generative decoder: None = what `decompress` gives by default (the
+    # model's default realism) and both ends, 0 and 1; models without one are evaluated as they decode.
+    realisms: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -256,6 +259,19 @@ def _say(progress: Progress | None, message: str) -> None:
 # ---- runs ---------------------------------------------------------------------------------------------
 
 
+def decoder_settings(codec: Any, realisms: tuple[float, ...] | None, seed: int) -> list[Any]:
+    """The decoder settings to evaluate ``codec`` at: ``[None]`` (the file as the model writes it) for a
+    model without a generative decoder, else one :class:`~wetok.format.DecoderSetting` per realism, the
+    default first."""
+    from wetok.format import DecoderSetting
+
+    default = getattr(codec, "default_setting", None)
+    if default is None:
+        return [None]
+    wanted = realisms if realisms is not None else (default.realism, 0.0, 1.0)
+    return [DecoderSetting(r, seed) for r in dict.fromkeys(round(float(r), 2) for r in wanted)]
+
+
 def evaluate_model(
     codec: Any,
     images: list[tuple[str, np.ndarray]],
@@ -264,16 +280,19 @@ def evaluate_model(
     run: str,
     seed: int = 0,
     progress: Progress | None = None,
+    setting: Any = None,
 ) -> list[int]:
-    """Compress and decompress every image with a :class:`wetok.codec.Codec`; returns the file sizes."""
+    """Compress and decompress every image with a :class:`wetok.codec.Codec` (files with decoder
+    ``setting``, if given); returns the file sizes."""
     warm = images[0][1][:64, :64]
-    codec.decompress(codec.compress(warm), seed=seed)  # first-call set-up stays out of the timings
+    warm_tokens, warm_size = codec.encode_tokens(warm)  # first-call set-up stays out of the timings
+    codec.decompress(codec.pack_tokens(warm_tokens, warm_size, setting=setting), seed=seed)
     recons, tokens, sizes, payload = [], [], [], 0
     for name, rgb in images:
         _say(progress, f"{report.labels[run]}: {name}")
         t0 = time.perf_counter()
         toks, size = codec.encode_tokens(rgb)
-        data = codec.pack_tokens(toks, size)
+        data = codec.pack_tokens(toks, size, setting=setting)
         t1 = time.perf_counter()
         recon = np.asarray(codec.decompress(data, seed=seed))
         t2 = time.perf_counter()
@@ -414,10 +433,13 @@ def run_eval(
     report.notes += [scorer.note] if scorer.note else []
     targets: list[int] | None = None
     for codec in codecs:
-        run = _unique(f"wetok:{codec.name}", report.labels)
-        report.labels[run] = f"wetok {codec.name}"
-        sizes = evaluate_model(codec, images, scorer, report, run, options.seed, progress)
-        targets = targets or sizes
+        settings = decoder_settings(codec, options.realisms, options.seed)
+        for setting in settings:
+            suffix = "" if setting is None else f" realism {setting.realism:.2f}"
+            run = _unique(f"wetok:{codec.name}{suffix.replace(' ', ':', 1)}", report.labels)
+            report.labels[run] = f"wetok {codec.name}{suffix}"
+            sizes = evaluate_model(codec, images, scorer, report, run, options.seed, progress, setting)
+            targets = targets or sizes
     for name in options.codecs:
         cc = classic.get_codec(name)
         reason = classic.unavailable_reason(cc)
