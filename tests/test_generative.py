@@ -261,3 +261,31 @@ def test_eval_rows_per_realism() -> None:
     ]
     plain = run_eval(images, [Codec(tiny_model())], options)
     assert [row["label"] for row in plain.summary()] == ["wetok tiny"]
+
+
+def test_compare_page_shows_both_ends_of_realism(tmp_path) -> None:
+    from PIL import Image
+
+    model_dir = tmp_path / "m"
+    model = _with_generative()
+    Codec(model).save_pretrained(model_dir)
+    model.save_generative_decoder(model_dir)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(image)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["compress", str(image), "-m", str(model_dir)]).exit_code == 0
+    out = tmp_path / "d.png"
+    args = [
+        "decompress",
+        str(tmp_path / "a.wtk"),
+        "-m",
+        str(model_dir),
+        "-o",
+        str(out),
+        "--compare",
+        str(image),
+    ]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "d.html").read_text()
+    assert "wetok realism 0" in page and "wetok realism 1" in page  # the file's 0.8 beside both ends

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,8 @@ def decompress_cmd(
             reporter=reporter,
         )
         if compare:
-            _write_compare(compare, item, dst, image, size, force, reporter)
+            others = _other_realisms(models[0], item, realism)
+            _write_compare(compare, item, dst, image, size, force, reporter, others)
 
     def reads(item: Input) -> list[Path]:
         """Files read besides the input: none of them may be an output, even with --force."""
@@ -210,8 +212,35 @@ def _decompress_one(
     return image, info.bytes
 
 
+def _other_realisms(models: _ModelCache, item: Input, realism: float | None) -> list[tuple[str, Any]]:
+    """For the --compare page: the file decoded at the two ends of realism its decode did not use (a model
+    with a generative decoder only), so the page shows what the encoder chose against both."""
+    import numpy as np
+
+    from wetok.codec import read_info
+
+    data = read_wtk_input(item)
+    info = read_info(data)
+    codec = models.get(info.model_id)
+    if not codec.model.has_generative_decoder:
+        return []
+    used = realism if realism is not None else info.realism
+    return [
+        (f"wetok realism {r:.0f}", np.asarray(codec.decompress(data, realism=r)))
+        for r in (0.0, 1.0)
+        if r != used
+    ]
+
+
 def _write_compare(
-    original: Path, item: Input, dst: Path, image: Any, size: int, force: bool, reporter: Reporter
+    original: Path,
+    item: Input,
+    dst: Path,
+    image: Any,
+    size: int,
+    force: bool,
+    reporter: Reporter,
+    others: Sequence[tuple[str, Any]] = (),
 ) -> None:
     """The one-image comparison page of ``--compare``, beside the decoded image (its path was checked with
     the image's, before either was written)."""
@@ -222,7 +251,7 @@ def _write_compare(
 
     page_path = dst.with_suffix(PAGE_SUFFIX)
     try:
-        page = compare_page(item.display, open_image(original), np.asarray(image), size)
+        page = compare_page(item.display, open_image(original), np.asarray(image), size, others=others)
     except ValueError as e:
         raise InputError(f"--compare {original}: {e}") from None
     write_page(page, page_path, embed=True, exclusive=not force)
