@@ -93,6 +93,7 @@ class EvalReport:
     notes: list[str] = field(default_factory=list)
     perceptual: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # what was run, for eval.json
+    realism: dict[str, float] = field(default_factory=dict)  # decoder setting of wetok runs that have one
 
     def runs(self, kind: str | None = None) -> list[str]:
         """Run ids in order of first appearance (optionally of one kind)."""
@@ -112,6 +113,8 @@ class EvalReport:
             "kind": recs[0].kind,
             "images": len(recs),
         }
+        if run in self.realism:
+            row["realism"] = self.realism[run]
         for key in ("bytes", "bpp", *METRICS, "encode_ms", "decode_ms"):
             values = [getattr(r, key) for r in recs]
             row[key] = None if any(v is None for v in values) else float(np.mean(values))
@@ -438,6 +441,8 @@ def run_eval(
             suffix = "" if setting is None else f" realism {setting.realism:.2f}"
             run = _unique(f"wetok:{codec.name}{suffix.replace(' ', ':', 1)}", report.labels)
             report.labels[run] = f"wetok {codec.name}{suffix}"
+            if setting is not None:
+                report.realism[run] = setting.realism
             sizes = evaluate_model(codec, images, scorer, report, run, options.seed, progress, setting)
             targets = targets or sizes
     for name in options.codecs:
