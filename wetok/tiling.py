@@ -128,21 +128,31 @@ class _Store:
 
 # -- statistics ---------------------------------------------------------------------------------------------
 class _Stats:
-    """Per-channel sum and sum of squares (float64) of an activation, accumulated block by block."""
+    """Per-channel count, mean and sum of squared deviations of an activation (float64), combined block by
+    block (Chan et al.'s parallel update) from each block's float32 mean and centred squares (two
+    matrix-vector products over its channels-last memory)."""
 
     def __init__(self, channels: int) -> None:
-        self.sum = torch.zeros(channels, dtype=torch.float64)
-        self.sumsq = torch.zeros(channels, dtype=torch.float64)
+        self.mean = torch.zeros(channels, dtype=torch.float64)
+        self.m2 = torch.zeros(channels, dtype=torch.float64)
         self.count = 0
 
     def add(self, t: Tensor) -> None:
-        self.sum += t.sum(dim=(0, 2, 3), dtype=torch.float64).cpu()
-        self.sumsq += (t * t).sum(dim=(0, 2, 3), dtype=torch.float64).cpu()
-        self.count += t.shape[0] * t.shape[2] * t.shape[3]
+        rows = t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+        n = rows.shape[0]
+        ones = torch.ones((1, n), dtype=rows.dtype, device=rows.device)
+        block_mean = (ones @ rows) / n
+        centred = rows - block_mean
+        mean, m2 = block_mean[0].double().cpu(), (ones @ centred.mul_(centred))[0].double().cpu()
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += m2 + delta * delta * (self.count * n / total)
+        self.count = total
 
     def moments(self) -> tuple[Tensor, Tensor]:
         """Per-channel mean and mean square (float64)."""
-        return self.sum / self.count, self.sumsq / self.count
+        return self.mean, self.m2 / self.count + self.mean * self.mean
 
 
 class _Value:
@@ -249,10 +259,25 @@ def _conv_pass(
             if scale is None:
                 scale, shift = _vec(pre[0], t.dtype, t.device), _vec(pre[1], t.dtype, t.device)
             t = F.silu(torch.addcmul(shift, t, scale), inplace=True)
-        if a < 0 or b > src.h:
-            t = F.pad(t, (0, 0, max(0, -a), max(0, b - src.h)))
-        y = F.conv2d(t.contiguous(memory_format=torch.channels_last), weight, bias, conv.stride, (0, pw))
+        if a < 0 or b > src.h:  # zero rows beyond the image, in channels-last memory
+            top, n = max(0, -a), t.shape[2]
+            padded = torch.zeros((1, t.shape[1], b - a, t.shape[3]), dtype=t.dtype, device=t.device)
+            padded = padded.contiguous(memory_format=torch.channels_last)
+            padded[:, :, top : top + n] = t
+            t = padded
+        if kh == 1 and conv.kernel_size[1] == 1 and conv.stride == (1, 1):
+            y = _pointwise(t, weight, bias)
+        else:
+            y = F.conv2d(t.contiguous(memory_format=torch.channels_last), weight, bias, conv.stride, (0, pw))
         sink(o0, o1, post(y, o0, o1) if post is not None else y)
+
+
+def _pointwise(t: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """A 1×1 convolution of ``t`` ``[1, C, h, w]`` as one matmul over its channels-last memory."""
+    rows = t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    w = weight[:, :, 0, 0]
+    y = torch.addmm(bias, rows, w.t()) if bias is not None else rows @ w.t()
+    return y.view(1, t.shape[2], t.shape[3], -1).permute(0, 3, 1, 2)
 
 
 def _to_plane(store: _Store, plane: _Plane, stats: _Stats, row_scale: int = 1):
@@ -297,7 +322,7 @@ class _Engine:
         def post(y: Tensor, o0: int, o1: int) -> Tensor:
             r = x.read(o0, o1)
             if block.nin_shortcut is not None:
-                r = F.conv2d(r.contiguous(memory_format=torch.channels_last), block.nin_shortcut.weight)
+                r = _pointwise(r, block.nin_shortcut.weight)
             y = y.add_(r)
             if noise is not None:
                 weight, maps = noise
