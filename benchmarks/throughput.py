@@ -14,6 +14,11 @@ share of the measured conv peak. GFLOP counts matmul and convolution
 FLOPs (``torch.utils.flop_counter.FlopCounterMode``: 2 per multiply-add; norms and activations are not
 counted). Peaks are measured here: the best of 3 float32 matmuls (2048² on CPU, 8192² on GPU, TF32 off)
 and of 3 3×3 convolutions (128→128 channels on 8×64×64, the decoder's dominant shape class).
+
+A ``--size`` other than 768×512 also prints the whole codec's time per pixel there beside 768×512's, and
+their ratio (tiling, context coding and pixel conversions included). Beyond :data:`NETWORK_MAX_PIXELS` the
+network-alone columns are left out (the plain forward holds the whole image's activations: gigabytes) and
+the codec runs ``--repeats`` times without warm-up.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from wetok.codec import Codec
 from wetok.image import array_to_tensor
 
 FALLBACK_PRESETS = ("cpu-f16", "cpu-f16-gd")
+REFERENCE_SIZE = (768, 512)
+NETWORK_MAX_PIXELS = 4 << 20
 
 
 def _sync(device: str) -> None:
@@ -106,6 +113,48 @@ def bench_model(codec: Codec, device: str, rgb: np.ndarray, repeats: int) -> dic
     row["enc_gflop_s"] = row["enc_gflop"] / enc_s
     row["dec_gflop_s"] = row["dec_gflop"] / dec_s
     return row
+
+
+def bench_codec(codec: Codec, device: str, rgb: np.ndarray, repeats: int, warmup: int = 1) -> dict:
+    """Whole codec only: ``Codec.compress`` / ``decompress`` wall time and nanoseconds per pixel."""
+    codec.model.to(device)
+    data = codec.compress(rgb)
+    enc = timed(lambda: codec.compress(rgb), device, repeats, warmup)
+    dec = timed(lambda: codec.decompress(data), device, repeats, warmup)
+    pixels = rgb.shape[0] * rgb.shape[1]
+    return {
+        "model": codec.name,
+        "device": device,
+        "size": f"{rgb.shape[1]}x{rgb.shape[0]}",
+        "codec_enc_ms": 1000 * enc,
+        "codec_dec_ms": 1000 * dec,
+        "enc_ns_px": 1e9 * enc / pixels,
+        "dec_ns_px": 1e9 * dec / pixels,
+        "file_bytes": len(data),
+    }
+
+
+def _per_pixel_table(rows: list[dict]) -> None:
+    print("whole codec, time per pixel (ratio: this size over 768x512, same model and device)")
+    print(
+        f"{'model':<28} {'dev':<4} {'size':>10} {'enc ms':>9} {'dec ms':>9} {'enc ns/px':>9} {'dec ns/px':>9}"
+    )
+    ref: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        key = (r["model"], r["device"])
+        ratio = ""
+        if key in ref:
+            b = ref[key]
+            enc, dec = r["enc_ns_px"] / b["enc_ns_px"], r["dec_ns_px"] / b["dec_ns_px"]
+            both = (r["enc_ns_px"] + r["dec_ns_px"]) / (b["enc_ns_px"] + b["dec_ns_px"])
+            ratio = f"  ratio enc {enc:.2f}x dec {dec:.2f}x codec {both:.2f}x"
+        else:
+            ref[key] = r
+        ms = f"{r['codec_enc_ms']:>9.0f} {r['codec_dec_ms']:>9.0f}"
+        print(
+            f"{r['model']:<28} {r['device']:<4} {r['size']:>10} {ms} "
+            f"{r['enc_ns_px']:>9.1f} {r['dec_ns_px']:>9.1f}{ratio}"
+        )
 
 
 def load_codecs(models: list[str], presets: list[str]) -> tuple[list[Codec], str]:
@@ -183,6 +232,22 @@ def main() -> None:
         "peaks": {d: peaks(d) for d in devices},
         "rows": [],
     }
+    big = width * height > NETWORK_MAX_PIXELS
+    if (width, height) != REFERENCE_SIZE:
+        ref_rgb = test_image(REFERENCE_SIZE[1], REFERENCE_SIZE[0])
+        per_pixel = []
+        with torch.inference_mode():
+            for codec in codecs:
+                for dev in devices:
+                    per_pixel.append(bench_codec(codec, dev, ref_rgb, args.repeats))
+                    per_pixel.append(bench_codec(codec, dev, rgb, args.repeats, warmup=0 if big else 1))
+        result["per_pixel"] = per_pixel
+    if big:
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            _per_pixel_table(result["per_pixel"])
+        return
     with torch.inference_mode():
         for codec in codecs:
             for dev in devices:
@@ -195,6 +260,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
     else:
         _table(result)
+        if "per_pixel" in result:
+            _per_pixel_table(result["per_pixel"])
 
 
 if __name__ == "__main__":

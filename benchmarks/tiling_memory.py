@@ -2,14 +2,17 @@
 
 Each measurement runs in a fresh child process and reports ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
 (peak resident set size, the whole process: Python, torch, the model, image buffers) before the work
-(``baseline_mb``) and after it (``peak_mb``). The model is an untrained tokenizer of the chosen preset
-(``cpu-f16`` by default): memory and time do not depend on its weights.
+(``baseline_mb``) and after it (``peak_mb``). The model is the bundled ``default`` (``--model``), or an
+untrained tokenizer of ``--preset``. The encode child codes a random image, the decode child random tokens
+(memory and time do not depend on the content).
 
-The seam check encodes and decodes a smaller image with and without tiling and reports the share of equal
-tokens, the PSNR between the tiled and untiled reconstructions, and the mean absolute pixel step across tile
-seams relative to the mean step elsewhere (1.0 = no visible seam).
+The seam check codes the example photo (examples/washington_monument.png) with tiles forced to
+``--seam-tile`` tokens and blocks of one token row (a cut after every token row), and without tiling, and
+reports the share of equal tokens, the PSNR between the tiled and untiled pictures, and the largest pixel
+difference and PSNR against the plain whole-image forward (``Tokenizer.encode``/``decode``).
 
-    .venv/bin/python benchmarks/tiling_memory.py [--size 4096] [--preset cpu-f16] [--tile N] [--json]
+    .venv/bin/python benchmarks/tiling_memory.py [--size 4096] [--model default | --preset NAME] [--tile N]
+                                                 [--json]
 """
 
 from __future__ import annotations
@@ -20,27 +23,39 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from wetok import Tokenizer, TokenizerConfig
 from wetok.codec import Codec, decode_tiled, encode_tiled
-from wetok.image import array_to_tensor, tile_spans
+from wetok.image import array_to_tensor, open_image, pad_to_multiple, tensor_to_array
+
+PHOTO = Path(__file__).parents[1] / "examples" / "washington_monument.png"
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def make_codec(preset: str, tile: int | None) -> Codec:
-    torch.manual_seed(0)
-    return Codec(Tokenizer(TokenizerConfig.preset(preset)), tile_tokens=tile)
+def make_codec(model: str, preset: str | None, tile: int | None) -> Codec:
+    if preset:
+        torch.manual_seed(0)
+        return Codec(Tokenizer(TokenizerConfig.preset(preset)), tile_tokens=tile)
+    from wetok.zoo import load_codec
+
+    base = load_codec(model)
+    return Codec(base.model, base.prior, name=base.name, context=base.context, tile_tokens=tile)
 
 
-def child(task: str, size: int, preset: str, tile: int | None) -> dict:
+def model_args(model: str, preset: str | None) -> list[str]:
+    return ["--preset", preset] if preset else ["--model", model]
+
+
+def child(task: str, size: int, model: str, preset: str | None, tile: int | None) -> dict:
     """Run one task in this process and report its peak RSS."""
-    codec = make_codec(preset, tile)
+    codec = make_codec(model, preset, tile)
     f, g = codec.model.config.downsample, codec.model.config.groups
     rng = np.random.default_rng(0)
     baseline = rss_mb()
@@ -59,7 +74,7 @@ def child(task: str, size: int, preset: str, tile: int | None) -> dict:
     return {
         "task": task,
         "size": size,
-        "preset": preset,
+        "model": preset or model,
         "tile_tokens": codec.tile_tokens,
         "baseline_mb": baseline,
         "peak_mb": rss_mb(),
@@ -67,61 +82,56 @@ def child(task: str, size: int, preset: str, tile: int | None) -> dict:
     }
 
 
-def run_child(task: str, size: int, preset: str, tile: int | None) -> dict:
-    cmd = [sys.executable, __file__, "--child", task, "--size", str(size), "--preset", preset]
+def run_child(task: str, size: int, model: str, preset: str | None, tile: int | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", task, "--size", str(size), *model_args(model, preset)]
     cmd += ["--tile", str(tile)] if tile is not None else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def seam_check(size: int, preset: str, tile: int) -> dict:
-    """Tiled vs untiled on a ``size``² image (small enough to run untiled)."""
-    codec = make_codec(preset, tile)
-    model, f = codec.model, codec.model.config.downsample
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    smooth = np.stack([yy, xx, (yy + xx) / 2], axis=2) * 255  # a smooth image: seams would stand out
-    x = array_to_tensor(smooth.round().astype(np.uint8))
-    whole, tiled = encode_tiled(model, x, 0), encode_tiled(model, x, tile)
-    a = decode_tiled(model, whole, 0).astype(np.float64)
-    b = decode_tiled(model, whole, tile).astype(np.float64)
-    psnr = 10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-12))
-    bits = torch.arange(codec.model.config.group_bits)
+def seam_check(model: str, preset: str | None, tile: int) -> dict:
+    """Tiled (``tile`` tokens, blocks of one token row) vs untiled on the example photo."""
+    codec = make_codec(model, preset, tile)
+    net, f = codec.model, codec.model.config.downsample
+    x = pad_to_multiple(array_to_tensor(open_image(PHOTO)), f)
+    whole, tiled = encode_tiled(net, x, 0), encode_tiled(net, x, tile, block=1)
+    a = decode_tiled(net, whole, 0)
+    b = decode_tiled(net, whole, tile, block=1)
+    plain = tensor_to_array(net.decode(whole))
+    bits = torch.arange(net.config.group_bits)
     same_bits = ((whole[..., None] >> bits) & 1) == ((tiled[..., None] >> bits) & 1)
     return {
-        "seam_image": size,
+        "seam_image": f"{x.shape[-1]}x{x.shape[-2]}",
         "seam_tile_tokens": tile,
         "equal_symbols_%": 100 * float((whole == tiled).float().mean()),
         "equal_bits_%": 100 * float(same_bits.float().mean()),
-        "tiled_vs_untiled_psnr_db": psnr,
-        "seam_step_ratio": seam_ratio(b, size // f, tile, f),
-        "untiled_seam_step_ratio": seam_ratio(a, size // f, tile, f),
+        "equal_to_plain_encode_%": 100 * float((whole == net.encode(x)).float().mean()),
+        "tiled_vs_untiled_psnr_db": psnr(a, b),
+        "tiled_vs_plain_psnr_db": psnr(b, plain),
+        "tiled_vs_plain_max_diff": int(np.abs(b.astype(int) - plain).max()),
     }
 
 
-def seam_ratio(img: np.ndarray, n: int, tile: int, f: int) -> float:
-    """Mean |column step| in the blend bands of the tiled layout over the mean |column step| elsewhere."""
-    steps = np.abs(np.diff(img, axis=1)).mean(axis=(0, 2))  # [W - 1]
-    band = np.zeros_like(steps, dtype=bool)
-    spans = tile_spans(n, tile, min(4, tile // 3))
-    for (_, e), (s, _) in zip(spans[:-1], spans[1:], strict=True):
-        band[s * f : e * f] = True
-    return float(steps[band].mean() / steps[~band].mean())
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096)
-    parser.add_argument("--preset", default="cpu-f16")
+    parser.add_argument("--model", default="default", help="registry name or model directory")
+    parser.add_argument("--preset", default=None, help="an untrained preset instead of --model")
     parser.add_argument("--tile", type=int, default=None, help="tile side in tokens (default: automatic)")
-    parser.add_argument("--seam-size", type=int, default=1024)
+    parser.add_argument("--seam-tile", type=int, default=4, help="tile side (tokens) of the seam check")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", choices=["encode", "decode"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.size, args.preset, args.tile)))
+        print(json.dumps(child(args.child, args.size, args.model, args.preset, args.tile)))
         return
-    rows = [run_child(task, args.size, args.preset, args.tile) for task in ("encode", "decode")]
-    seams = seam_check(args.seam_size, args.preset, min(args.tile or 24, args.seam_size // 32))
+    rows = [run_child(task, args.size, args.model, args.preset, args.tile) for task in ("encode", "decode")]
+    seams = seam_check(args.model, args.preset, args.seam_tile)
     if args.json:
         print(json.dumps({"rows": rows, "seams": seams}, indent=2))
         return

@@ -3,10 +3,11 @@
 A :class:`Codec` bundles a :class:`~wetok.tokenizer.Tokenizer` with its entropy tables: the static
 :class:`~wetok.prior.Prior` and, when the model has one, a causal :class:`~wetok.context.ContextModel`
 (then ``context`` is the default coding mode; otherwise ``static``).
-Images are padded to a multiple of ``f`` (reflect) and cropped back after decoding. Grids larger than a tile
-are encoded and decoded tile by tile: encoder tiles see a margin of context whose tokens are discarded;
-decoder tiles overlap, share one noise tensor and the whole image's AdaGN statistics, and are blended with
-linear ramps. ``compress``/``decompress`` on bytes are thin wrappers around the file-object methods' work.
+Images are padded to a multiple of ``f`` (reflect) and cropped back after decoding. Encoding and decoding
+run on :mod:`wetok.tiling`'s exact engine: stage by stage with whole-image GroupNorm statistics, in blocks
+of a few token rows, so that any image size gives the tokens and pixels of an untiled run; grids larger
+than a tile keep the whole-image activations in a temporary file. ``compress``/``decompress`` on bytes
+are thin wrappers around the file-object methods' work.
 """
 
 from __future__ import annotations
@@ -26,35 +27,31 @@ from wetok.context import CONTEXT_NAME, ContextModel
 from wetok.entropy import ContextCoder, RangeCoder, decode_payload, encode_payload, static_supported
 from wetok.errors import ContextMismatchError, ImageTooLargeError, ModelMismatchError, WtkFormatError
 from wetok.format import DecoderSetting, Header, resolve_setting
-from wetok.image import (
-    array_to_tensor,
-    blend_weights,
-    core_spans,
-    open_image,
-    pad_to_multiple,
-    tensor_to_array,
-    tile_spans,
-    to_pil,
-    to_rgb_array,
-)
-from wetok.layers import style_stats
+from wetok.image import array_to_tensor, open_image, pad_to_multiple, to_pil, to_rgb_array
 from wetok.limits import check_pixels
 from wetok.modeldir import load_prior, model_id_of, write_model_id
 from wetok.prior import Prior
+from wetok.tiling import (  # noqa: F401 (slice_noise re-exported)
+    block_token_rows,
+    decode_tiled,
+    encode_tiled,
+    on_disk,
+    slice_noise,
+)
 from wetok.tokenizer import Tokenizer
 
-ENCODE_MARGIN = 4  # tokens of context around each encoder tile
-DECODE_OVERLAP = 4  # tokens shared by neighbouring decoder tiles
+MIN_TILE_TOKENS = 12  # the automatic tile is never smaller
 TILE_BUDGET_BYTES = 640 << 20
 ImageLike = Image.Image | np.ndarray | str | Path
 
 
 def auto_tile_tokens(config, budget_bytes: int = TILE_BUDGET_BYTES) -> int:
-    """Largest tile side (tokens) such that ~8 float32 activations of the widest full-resolution level fit
-    ``budget_bytes`` (measured: a cpu-f16 decode of a 512×512 tile peaks ~230 MB above the model)."""
-    # The widest full-resolution level runs at 1/patch_size of the image side.
+    """Largest grid side (tokens) coded with its buffers in memory: about ``budget_bytes`` of whole-image
+    activations at the rate :func:`estimate_peak_bytes` assumes (beyond that the exact tiled engine,
+    :mod:`wetok.tiling`, keeps them in a temporary file). 116 tokens (1,856 px) for the default model."""
+    # ~8 float32 maps of the widest full-resolution level, which runs at 1/patch_size of the image side.
     pixels = config.patch_size * math.sqrt(budget_bytes / (8 * 4 * config.ch * config.ch_mult[0]))
-    return max(2 * ENCODE_MARGIN + 1, 3 * DECODE_OVERLAP, int(pixels) // config.downsample)
+    return max(MIN_TILE_TOKENS, int(pixels) // config.downsample)
 
 
 @dataclass(frozen=True)
@@ -331,16 +328,18 @@ class Codec:
 
 # -- memory ---------------------------------------------------------------------------------------------
 def estimate_peak_bytes(config, height: int, width: int, tile_tokens: int) -> int:
-    """Peak memory (bytes, beyond the model) of coding an ``H x W`` image: whole-image buffers (the float
-    input or the float32 blend accumulator, uint8 copies: ~24 B/pixel) plus the activations of one window
-    (the whole image when untiled), as measured for :func:`auto_tile_tokens` (~8 float32 maps of the widest
-    full-resolution level)."""
-    f = config.downsample
-    pixels = -(-height // f) * f * -(-width // f) * f
-    per_pixel = 8 * 4 * config.ch * config.ch_mult[0] / config.patch_size**2
-    side = tile_tokens * f
-    window = pixels if tile_tokens <= 0 else min(pixels, side * side)
-    return int(24 * pixels + per_pixel * window)
+    """Peak memory (bytes, beyond the model) of coding an ``H x W`` image with :mod:`wetok.tiling`:
+    whole-image pixel buffers (the float input, uint8 copies: ~24 B/pixel), the engine's whole-image
+    activations when they stay in memory (three maps of the first level, at most as wide as its second
+    level's channels; on disk when the grid is larger than a ``tile_tokens``² tile), and the working set of
+    one block (~8 such maps over the block's pixels)."""
+    f, p = config.downsample, config.patch_size
+    h, w = -(-height // f), -(-width // f)
+    pixels = h * f * w * f
+    per_pixel = 4 * config.ch * max(config.ch_mult[:2]) / p**2  # one first-level map, bytes per pixel
+    buffers = 0 if on_disk(h, w, tile_tokens) else 3 * per_pixel * pixels
+    block = 8 * per_pixel * block_token_rows(w, h) * w * f * f
+    return int(24 * pixels + buffers + block)
 
 
 def available_memory() -> int | None:
@@ -363,98 +362,6 @@ def check_memory(config, height: int, width: int, tile_tokens: int, action: str)
             f"a {width}x{height} image needs about {need / 2**30:.1f} GiB to {action}, but only "
             f"{free / 2**30:.1f} GiB of memory is free"
         )
-
-
-# -- tiling -----------------------------------------------------------------------------------------------
-def encode_tiled(model: Tokenizer, x: Tensor, tile: int, margin: int = ENCODE_MARGIN) -> Tensor:
-    """Images ``[1, 3, h·f, w·f]`` → tokens ``[1, h, w, g]`` in windows of at most ``tile`` tokens a side:
-    each window keeps the tokens of its core and discards the ``margin`` tokens of context around it."""
-    f, g = model.config.downsample, model.config.groups
-    h, w = x.shape[-2] // f, x.shape[-1] // f
-    if tile <= 0 or (h <= tile and w <= tile):
-        return _encode_window(model, x)
-    margin = min(margin, (tile - 1) // 2)
-    core = tile - 2 * margin
-    out = torch.empty((1, h, w, g), dtype=torch.int64)
-    for y0, y1 in core_spans(h, core):
-        for x0, x1 in core_spans(w, core):
-            a, b, c, d = max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin)
-            t = _encode_window(model, x[:, :, a * f : b * f, c * f : d * f])
-            out[:, y0:y1, x0:x1] = t[:, y0 - a : y1 - a, x0 - c : x1 - c]
-    return out
-
-
-def _encode_window(model: Tokenizer, x: Tensor) -> Tensor:
-    """Encode ``[1, 3, H, W]``; a single-token image is encoded twice as wide (GroupNorm needs two values
-    per channel) and the extra token dropped."""
-    f = model.config.downsample
-    if x.shape[-2] == x.shape[-1] == f:
-        return model.encode(x.repeat(1, 1, 1, 2))[:, :, :1].cpu()
-    return model.encode(x).cpu()
-
-
-def _decode_window(model: Tokenizer, tokens: Tensor, **kwargs) -> Tensor:
-    """Decode ``[1, h, w, g]`` → ``[3, h·f, w·f]`` float32 CPU; a single token is decoded as a pair."""
-    if tokens.shape[1] == tokens.shape[2] == 1:
-        noise = kwargs.get("noise")
-        decoder = model.decoder_for(kwargs.get("realism"))
-        if noise is None and decoder.generative:
-            shape = (1, model.config.latent_dim, 1, 1)
-            noise = model.draw_noise(
-                shape, kwargs.get("seed"), kwargs.get("noise_scale", 1.0), kwargs.get("realism")
-            )
-        kwargs["noise"] = [n.repeat(1, 1, 1, 2) for n in noise] if noise is not None else None
-        f = model.config.downsample
-        return model.decode(tokens.repeat(1, 1, 2, 1), **kwargs)[0, :, :, :f].float().cpu()
-    return model.decode(tokens, **kwargs)[0].float().cpu()
-
-
-def slice_noise(
-    maps: list[Tensor], grid: tuple[int, int], y0: int, y1: int, x0: int, x1: int
-) -> list[Tensor]:
-    """The part of whole-image noise maps under tokens ``[y0:y1, x0:x1]`` of a ``grid = (h, w)`` token
-    grid; each map is at its own multiple of the grid's resolution."""
-    out = []
-    for m in maps:
-        s = m.shape[-2] // grid[0]
-        out.append(m[..., y0 * s : y1 * s, x0 * s : x1 * s])
-    return out
-
-
-def decode_tiled(
-    model: Tokenizer,
-    tokens: Tensor,
-    tile: int,
-    seed: int | None = 0,
-    noise_scale: float = 1.0,
-    overlap: int = DECODE_OVERLAP,
-    realism: float | None = None,
-) -> np.ndarray:
-    """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]``; overlapping tiles blended with linear ramps.
-
-    The noise maps are drawn from ``seed`` for the whole grid (the ones an untiled decode draws) and every
-    tile uses the whole image's AdaGN statistics.
-    """
-    f = model.config.downsample
-    h, w = tokens.shape[1:3]
-    if tile <= 0 or (h <= tile and w <= tile):
-        return tensor_to_array(
-            _decode_window(model, tokens, seed=seed, noise_scale=noise_scale, realism=realism)
-        )
-    codes = model.tokens_to_codes(tokens)
-    style = style_stats(codes)
-    decoder = model.decoder_for(realism)
-    noise = model.draw_noise(tuple(codes.shape), seed, noise_scale, realism) if decoder.generative else None
-    del codes
-    acc = torch.zeros((3, h * f, w * f), dtype=torch.float32)
-    overlap = min(overlap, tile // 3)
-    ys, xs = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
-    for (y0, y1), wy in zip(ys, blend_weights(ys, f), strict=True):
-        for (x0, x1), wx in zip(xs, blend_weights(xs, f), strict=True):
-            part = slice_noise(noise, (h, w), y0, y1, x0, x1) if noise is not None else None
-            img = _decode_window(model, tokens[:, y0:y1, x0:x1], noise=part, style=style, realism=realism)
-            acc[:, y0 * f : y1 * f, x0 * f : x1 * f] += img * torch.from_numpy(np.outer(wy, wx))
-    return tensor_to_array(acc)
 
 
 # -- module-level API -------------------------------------------------------------------------------------

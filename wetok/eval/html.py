@@ -376,11 +376,11 @@ def compare_page(
     original: np.ndarray,
     decoded: np.ndarray,
     wtk_bytes: int,
-    codecs: Sequence[str] = ("jpeg", "webp", "avif", "jpeg2000"),
+    codecs: Sequence[str] | None = None,
     others: Sequence[tuple[str, np.ndarray]] = (),
 ) -> Page:
     """One image: original | wetok, then wetok | each other decode of the same file (``others``: label,
-    image, e.g. another realism) and each classic codec at the ``.wtk`` file's size."""
+    image, e.g. another realism) and each classic codec (default: all four) at the ``.wtk`` file's size."""
     from wetok.eval import classic
     from wetok.metrics import psnr, ssim
 
@@ -405,7 +405,7 @@ def compare_page(
     add("wetok", "wetok", wtk_bytes, decoded)
     for k, (label, recon) in enumerate(others):
         add(f"wetok{k + 1}", label, wtk_bytes, recon)
-    for cc in (classic.get_codec(c) for c in codecs):
+    for cc in (classic.get_codec(c) for c in (codecs or classic.CLASSIC_CODECS)):
         if classic.unavailable_reason(cc) is None:
             m = classic.match_size(cc, original, wtk_bytes)
             add(cc.name, f"{cc.label} {cc.describe(m.setting)}", len(m.data), classic.decode(m.data))
