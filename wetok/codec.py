@@ -249,9 +249,10 @@ class Codec:
     @property
     def default_setting(self) -> DecoderSetting | None:
         """The decoder setting files get unless told otherwise: the model's measured default realism with
-        seed 0 when it has a generative decoder, else none (the file decodes with the model's own)."""
+        seed 0 when it has a generative decoder, else none: a version-1 file, which decodes with the
+        model's own decoder (so a default realism of 0 writes exactly the files of a model without one)."""
         realism = self.model.default_realism
-        return None if realism is None else DecoderSetting(realism, 0)
+        return DecoderSetting(realism, 0) if realism else None
 
     def compress(
         self,

@@ -268,10 +268,10 @@ def decoder_settings(codec: Any, realisms: tuple[float, ...] | None, seed: int) 
     default first."""
     from wetok.format import DecoderSetting
 
-    default = getattr(codec, "default_setting", None)
-    if default is None:
+    if not getattr(getattr(codec, "model", None), "has_generative_decoder", False):
         return [None]
-    wanted = realisms if realisms is not None else (default.realism, 0.0, 1.0)
+    default = codec.default_setting
+    wanted = realisms if realisms is not None else (default.realism if default else 0.0, 0.0, 1.0)
     return [DecoderSetting(r, seed) for r in dict.fromkeys(round(float(r), 2) for r in wanted)]
 
 
