@@ -4,8 +4,7 @@
 set -euo pipefail
 data=${1:-../shared/data/train}
 # Stage 1 is one run of its config file: schedules (lr drops, [[phases]]) live in the config, so the
-# resolved config of a run (runs/*/config.resolved.json) is enough to replay it. The current default has
-# no stage 2 (examples/train_default_stage2.toml is the recipe of default-v1's stage 2).
+# resolved config of a run (runs/*/config.resolved.json) is enough to replay it.
 wetok train examples/train_default.toml --data "$data"
 # Phase 2, as the shipped model was trained: continue from phase 1's exported weights, fresh optimizer.
 wetok train examples/train_default.toml --data "$data" --out runs/default-continue \
@@ -14,7 +13,14 @@ wetok train examples/train_default.toml --data "$data" --out runs/default-contin
 wetok fit-prior runs/default-continue/model "$data" -o runs/default-model --force
 cp runs/default-stage1/config.resolved.json runs/default-model/train_stage1.json
 cp runs/default-continue/config.resolved.json runs/default-model/train_stage1_continue.json
-python examples/summarize_training.py runs/default-stage1 runs/default-continue > runs/default-model/TRAINING.md
+# Stage 2: the generative decoder, trained against the finished model (frozen) and attached beside it; the
+# model's weights, tables and id stay as they are (examples/train_default_stage2.toml).
+wetok train examples/train_default_stage2.toml --data "$data" --init-from runs/default-model \
+  --out runs/default-stage2
+cp runs/default-stage2/model/decoder_generative.safetensors runs/default-model/
+cp runs/default-stage2/config.resolved.json runs/default-model/train_stage2.json
+python examples/summarize_training.py runs/default-stage1 runs/default-continue runs/default-stage2 \
+  > runs/default-model/TRAINING.md
 cat <<'DONE'
 Trained: runs/default-model. To ship it as the bundled default, first keep the current one under its own
 name, so that its .wtk files still decode (tests/test_released_models.py lists every released model):
