@@ -72,6 +72,12 @@ class TrainConfig:
     diversity_weight: float = 0.0
     diversity_target: float = 0.02  # mean |decode(z1) - decode(z2)| on the [-1, 1] scale (2.55 on 0..255)
     diversity_fraction: float = 0.5  # share of the batch decoded a second time for the diversity term
+    # Rates: widen_groups > 0 widens the init_from model to that many groups before training (stage 1; the
+    # new channels are zero in the decoder, issue 21); group_dropout is the share of samples whose decoder
+    # sees only a random prefix of min_groups … G - 1 groups (nested dropout: every prefix decodes).
+    widen_groups: int = 0
+    group_dropout: float = 0.0
+    min_groups: int = 1
     # Stage 2: export the init_from model unchanged, the trained decoder beside it as
     # decoder_generative.safetensors (realism > 0), so its tokens, files and model id stay what they were.
     attach_decoder: bool = False
@@ -186,6 +192,14 @@ class TrainConfig:
             f"diversity_fraction must be in (0, 1], not {self.diversity_fraction!r}",
         )
         _check(
+            type(self.group_dropout) in (int, float) and 0 <= self.group_dropout <= 1,
+            f"group_dropout must be in [0, 1], not {self.group_dropout!r}",
+        )
+        _check(
+            not self.widen_groups or (self.stage == 1 and self.init_from),
+            "widen_groups widens an init_from model in stage 1",
+        )
+        _check(
             not self.attach_decoder or self.stage == 2,
             "attach_decoder is a stage-2 option (stage = 2)",
         )
@@ -221,8 +235,17 @@ _POSITIVE_INTS = (
     "prior_images",
     "disc_channels",
     "r1_every",
+    "min_groups",
 )
-_NONNEGATIVE_INTS = ("num_workers", "warmup_steps", "disc_start", "disc_warmup", "threads", "seed")
+_NONNEGATIVE_INTS = (
+    "num_workers",
+    "warmup_steps",
+    "disc_start",
+    "disc_warmup",
+    "threads",
+    "seed",
+    "widen_groups",
+)
 _WEIGHTS = (
     "l1_weight",
     "perceptual_weight",

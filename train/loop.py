@@ -111,7 +111,12 @@ def initial_model(cfg: TrainConfig) -> Tokenizer:
     """Stage 1: a fresh model, or the weights of ``init_from`` (fp16 exports come back as float32).
     Stage 2: the stage-1 model, widened for noise, encoder and quantizer frozen."""
     if cfg.stage == 1:
-        return load_init_model(cfg.init_from).train() if cfg.init_from else Tokenizer(cfg.model)
+        if not cfg.init_from:
+            return Tokenizer(cfg.model)
+        model = load_init_model(cfg.init_from)
+        if cfg.widen_groups and cfg.widen_groups != model.config.groups:
+            model = model.with_groups(cfg.widen_groups)
+        return model.train()
     if not cfg.init_from:
         raise ValueError("stage 2 needs init_from: a stage-1 model directory or checkpoint")
     base = load_init_model(cfg.init_from)
@@ -243,8 +248,11 @@ def train_step(state: State, loss_fn: GeneratorLoss, cfg: TrainConfig, real: Ten
     # The diversity term decodes part of the batch twice, with other noise: appended to the batch, so one
     # forward (through DDP) computes both.
     twice = int(batch * cfg.diversity_fraction) if cfg.diversity_weight > 0 and train_g else 0
+    keep = _kept_groups(state.tokenizer.config.groups, cfg, batch, device)
+    if keep is not None and twice:
+        keep = torch.cat([keep, keep[:twice]])
     with autocast, torch.set_grad_enabled(train_g):
-        out = state.model(torch.cat([real, real[:twice]]) if twice else real)
+        out = state.model(torch.cat([real, real[:twice]]) if twice else real, keep_groups=keep)
     recon = out.recon[:batch]
     terms: dict[str, Tensor] = {}
     if use_gan:
@@ -266,6 +274,16 @@ def train_step(state: State, loss_fn: GeneratorLoss, cfg: TrainConfig, real: Ten
     state.step += 1
     terms["lr"] = torch.tensor(lr)
     return StepResult({k: v.detach() for k, v in terms.items()}, out.indices[:batch].detach())
+
+
+def _kept_groups(groups: int, cfg: TrainConfig, batch: int, device: torch.device) -> Tensor | None:
+    """Per sample, how many leading groups the decoder sees: all, or (with probability ``group_dropout``)
+    a random prefix of ``min_groups … groups - 1``; ``None`` without group dropout."""
+    if cfg.group_dropout <= 0 or groups <= cfg.min_groups:
+        return None
+    short = torch.rand(batch) < cfg.group_dropout
+    prefix = torch.randint(min(cfg.min_groups, groups - 1), groups, (batch,))
+    return torch.where(short, prefix, torch.full((batch,), groups)).to(device)
 
 
 def _augment(images: Tensor, cfg: TrainConfig) -> Tensor:

@@ -58,14 +58,25 @@ class Tokenizer(nn.Module):
         self.default_realism: float | None = None  # what files get when the encoder is not told
 
     # -- training ----------------------------------------------------------------------------------------
-    def forward(self, images: Tensor, noise: Tensor | None = None) -> TokenizerOutput:
-        """Training pass: reconstruction, codes, indices and the quantizer's losses."""
+    def forward(
+        self, images: Tensor, noise: Tensor | None = None, keep_groups: Tensor | None = None
+    ) -> TokenizerOutput:
+        """Training pass: reconstruction, codes, indices and the quantizer's losses. ``keep_groups``
+        ``[B]``: the decoder sees only the first ``keep_groups[i]`` groups of sample ``i`` (the codes of the
+        rest are zeroed: nested group dropout, so that every prefix of the groups decodes)."""
         frozen = not any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):  # stage 2: encoder fixed
             q = self.quantizer(self.encoder(images))
+        codes = q.codes if keep_groups is None else self.keep_prefix(q.codes, keep_groups)
         if self.config.generative and noise is None:
-            noise = self.random_noise(q.codes.shape)
-        return TokenizerOutput(self.decoder(q.codes, noise), q.codes, q.indices, q.losses)
+            noise = self.random_noise(codes.shape)
+        return TokenizerOutput(self.decoder(codes, noise), q.codes, q.indices, q.losses)
+
+    def keep_prefix(self, codes: Tensor, keep_groups: Tensor) -> Tensor:
+        """Codes ``[B, d, h, w]`` with every group from ``keep_groups[i]`` on zeroed in sample ``i``."""
+        group_of_channel = torch.arange(codes.shape[1], device=codes.device) // self.config.group_bits
+        mask = group_of_channel[None, :] < keep_groups.to(codes.device)[:, None]
+        return codes * mask.to(codes.dtype)[:, :, None, None]
 
     def random_noise(self, codes_shape: Sequence[int], decoder: Decoder | None = None) -> list[Tensor]:
         """Fresh noise maps for ``decoder`` (default: the model's own) from the global RNG, on its device."""
@@ -190,6 +201,31 @@ class Tokenizer(nn.Module):
             raise ValueError("the model is already generative")
         new = Tokenizer(self.config.replace(generative=True, level_noise=level_noise)).to(self.device)
         new.load_state_dict(widen_for_noise(self.state_dict(), new.state_dict()))
+        return new
+
+    def with_groups(self, groups: int) -> Tokenizer:
+        """A copy with ``groups`` groups (at least this model's), for training a larger rate from trained
+        weights. The decoder's weights for the new channels start at zero, so the copy paints the old
+        groups' tokens exactly as this model does; the encoder's new output channels start from a fresh
+        initialisation (zero there would leave them, and the decoder columns reading them, without a
+        gradient). Stage-1 models only: widen, then rerun stage 2."""
+        cfg = self.config
+        if self.config.generative:
+            raise ValueError("widen the stage-1 model, then train its generative decoder again")
+        if groups < cfg.groups:
+            raise ValueError(f"a model of {cfg.groups} groups cannot be cut to {groups}")
+        new = Tokenizer(cfg.replace(groups=groups)).to(self.device)
+        state, target = self.state_dict(), new.state_dict()
+        out = {}
+        for key, fresh in target.items():
+            old = state[key]
+            if old.shape == fresh.shape:
+                out[key] = old.clone()
+                continue
+            value = fresh.clone() if key.startswith("encoder.") else torch.zeros_like(fresh)
+            value[tuple(slice(0, n) for n in old.shape)] = old
+            out[key] = value
+        new.load_state_dict(out)
         return new
 
     # -- persistence -------------------------------------------------------------------------------------
