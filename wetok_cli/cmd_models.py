@@ -36,7 +36,8 @@ def models_cmd(as_json: bool, paths: bool) -> None:
     (~/.local/share/wetok/models), then the models bundled with wetok; the first model of a name wins.
     "bits/token" is g x d' (raw); "static b/t" is what the model's per-group prior expects after range
     coding; "mode" is how `wetok compress` codes tokens by default (context: the causal context model,
-    about half the static size or less; measure a file with `wetok info`).
+    about half the static size or less; measure a file with `wetok info`); "generative": whether the
+    decoder takes noise ("realism 0-1": a generative decoder beside the faithful one, `--realism`).
     """
     from wetok.zoo import all_models, model_dirs
 
@@ -70,6 +71,7 @@ def _source(m: Any) -> str:
 
 def _model_record(m: Any) -> dict[str, Any]:
     from wetok.context import CONTEXT_NAME
+    from wetok.modeldir import GENERATIVE_DECODER_NAME
     from wetok.prior import PRIOR_NAME, Prior, PriorError
 
     c = m.config
@@ -94,6 +96,7 @@ def _model_record(m: Any) -> dict[str, Any]:
         "default_mode": "context" if (m.path / CONTEXT_NAME).is_file() else "static" if has_prior else "raw",
         "bpp": c.bpp,
         "generative": c.generative,
+        "generative_decoder": (m.path / GENERATIVE_DECODER_NAME).is_file(),  # realism > 0 available
         "model_id": model_id,
         "broken": None,
     }
@@ -118,7 +121,7 @@ def _model_cells(r: dict[str, Any]) -> list[str]:
         coded,
         r["default_mode"],
         f"{r['bpp']:.4f}",
-        "yes" if r["generative"] else "no",
+        "yes" if r["generative"] else "realism 0-1" if r["generative_decoder"] else "no",
         r["model_id"] or "(unreadable)",
         r["path"],
     ]
