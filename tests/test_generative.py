@@ -289,3 +289,14 @@ def test_compare_page_shows_both_ends_of_realism(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     page = (tmp_path / "d.html").read_text()
     assert "wetok realism 0" in page and "wetok realism 1" in page  # the file's 0.8 beside both ends
+
+
+def test_version2_files_stream_like_version1() -> None:
+    import io
+
+    codec = Codec(_with_generative())
+    image = np.random.default_rng(6).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    data = codec.compress(image, realism=0.37, seed=fmt.MAX_SEED)
+    assert fmt.read_stream(io.BytesIO(data)) == data
+    with pytest.raises(fmt.WtkFormatError):
+        fmt.read_stream(io.BytesIO(data[:12]))
