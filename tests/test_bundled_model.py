@@ -18,7 +18,8 @@ BUNDLED = Path(wetok.__file__).parent / "models" / "default"
 def test_bundled_files_are_small_and_complete() -> None:
     names = {p.name for p in BUNDLED.iterdir()}
     assert {"config.json", "model.safetensors", "prior.json", "context.json"} <= names
-    assert sum(p.stat().st_size for p in BUNDLED.iterdir()) <= 20 * 1024 * 1024
+    # Two decoders since the generative one joined (11.8 MB of fp16 beside the 19 MB model): 32 MiB.
+    assert sum(p.stat().st_size for p in BUNDLED.iterdir()) <= 32 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
