@@ -214,15 +214,21 @@ def test_stage2_attaches_a_decoder_and_keeps_the_model(tmp_path) -> None:
     assert "rec/l1" not in rows[0]  # the first log window is the discriminator's warm-up
 
 
-def test_cli_realism_seed_and_info(tmp_path) -> None:
+def _model_dir_and_image(tmp_path, seed: int):
+    """A model folder with a generative decoder beside the model, and a small PNG to compress."""
+    from PIL import Image
+
     model_dir = tmp_path / "m"
     model = _with_generative()
     Codec(model).save_pretrained(model_dir)
     model.save_generative_decoder(model_dir)
     image = tmp_path / "a.png"
-    from PIL import Image
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(image)
+    return model_dir, image
 
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(image)
+
+def test_cli_realism_seed_and_info(tmp_path) -> None:
+    model_dir, image = _model_dir_and_image(tmp_path, 3)
     runner = CliRunner()
     r = runner.invoke(cli, ["compress", str(image), "-m", str(model_dir), "--realism", "0.5", "--seed", "7"])
     assert r.exit_code == 0, r.output
@@ -264,14 +270,7 @@ def test_eval_rows_per_realism() -> None:
 
 
 def test_compare_page_shows_both_ends_of_realism(tmp_path) -> None:
-    from PIL import Image
-
-    model_dir = tmp_path / "m"
-    model = _with_generative()
-    Codec(model).save_pretrained(model_dir)
-    model.save_generative_decoder(model_dir)
-    image = tmp_path / "a.png"
-    Image.fromarray(np.random.default_rng(5).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(image)
+    model_dir, image = _model_dir_and_image(tmp_path, 5)
     runner = CliRunner()
     assert runner.invoke(cli, ["compress", str(image), "-m", str(model_dir)]).exit_code == 0
     out = tmp_path / "d.png"

@@ -407,14 +407,7 @@ def encode_exact(model, x: Tensor, tile: int, block: int | None = None) -> Tenso
         def sink(o0: int, o1: int, latent: Tensor) -> None:
             tokens[:, o0:o1] = model.quantizer(latent.contiguous(), with_losses=False).indices.cpu()
 
-        _conv_pass(
-            _PlaneSource(v.plane),
-            enc.conv_out,
-            engine.rows(v.plane.h),
-            _norm_affine(enc.norm_out, v),
-            None,
-            sink,
-        )
+        _output_pass(engine, v, enc.norm_out, enc.conv_out, sink)
 
     _run(model, h, w, tile, block, body)
     return tokens
@@ -480,17 +473,15 @@ def decode_exact(
             img = F.pixel_shuffle(y, p) if p > 1 else y
             out[o0 * p : o1 * p] = unit_to_uint8(img.clamp_(-1, 1))[0].permute(1, 2, 0).cpu().numpy()
 
-        _conv_pass(
-            _PlaneSource(v.plane),
-            dec.conv_out,
-            engine.rows(v.plane.h),
-            _norm_affine(dec.norm_out, v),
-            None,
-            sink,
-        )
+        _output_pass(engine, v, dec.norm_out, dec.conv_out, sink)
 
     _run(model, h, w, tile, block, body)
     return out
+
+
+def _output_pass(engine, v, norm: nn.Module, conv: nn.Module, sink) -> None:
+    """The last stage of the encoder or decoder: ``conv(silu(norm(v)))`` block by block into ``sink``."""
+    _conv_pass(_PlaneSource(v.plane), conv, engine.rows(v.plane.h), _norm_affine(norm, v), None, sink)
 
 
 # -- the codec's entry points -------------------------------------------------------------------------------
