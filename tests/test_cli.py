@@ -142,7 +142,7 @@ def test_one_failing_input_does_not_stop_the_others(env: Path) -> None:
 
 
 def test_quiet_verbose_and_progress_on_a_terminal(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    quiet = wetok("compress", "a.png", "b.png", "-m", "tiny", "-q", "--device", "auto")
+    quiet = wetok("compress", "a.png", "b.png", "-m", "tiny", "--quiet", "--device", "auto")
     assert quiet.exit_code == 0 and quiet.output == ""
     verbose = wetok("compress", "a.png", "-m", "tiny", "-v", "-f", "--device", "cpu")
     assert "loaded model tiny" in verbose.stderr and "encoded in" in verbose.stderr

@@ -55,10 +55,13 @@ def golden_cases() -> dict[str, tuple[Header, np.ndarray, Prior | None]]:
     static = Header(b"golden", "static", height=100, width=75, downsample=16, groups=4, group_bits=8)
     raw = Header(b"\x00\x01\x02\x03\x04\x05", "raw", height=7, width=5, downsample=2, groups=2, group_bits=4)
     lfq = Header(b"\xff" * 6, "raw", height=33, width=17, downsample=16, groups=1, group_bits=18)
+    # version 3: an image coded at 1.41x its size (wetok.rate), with a decoder setting
+    resampled = Header(b"golden", "static", 100, 75, 16, 4, 8, 0.25, 9, coded_height=141, coded_width=106)
     return {
         "static_g4d8": (static, lcg_tokens(prior, static.num_tokens), prior),
         "raw_g2d4": (raw, np.arange(raw.num_symbols).reshape(-1, 2) * 5 % 16, None),
         "raw_g1d18": (lfq, (np.arange(6) * 47303 + 11).reshape(-1, 1) % (1 << 18), None),
+        "resampled_g4d8": (resampled, lcg_tokens(prior, resampled.num_tokens), prior),
     }
 
 
@@ -170,7 +173,7 @@ VALID_BODY = b"\x89W\x01" + b"abcdef" + bytes([0b00_100_000, 0x67, 0x00, 0x00]) 
         (b"", "truncated"),
         (b"\x89", "truncated"),
         (b"GIF89a" + b"\0" * 30, "not a .wtk file"),
-        (b"\x89W\x03" + b"\0" * 30, "version 3"),
+        (b"\x89W\x04" + b"\0" * 30, "version 4"),
         (b"\x89W\x01abc", "truncated"),
         (with_crc(VALID_BODY + b"\0" * 4)[:-1], "CRC-32"),
         (with_crc(VALID_BODY + b"\0" * 3), "raw needs 4"),

@@ -79,5 +79,5 @@ def test_error_paths_in_a_real_process(workdir: Path) -> None:
 def test_version_and_broken_pipe(workdir: Path) -> None:
     done = sh(f"{WETOK} --version", workdir)
     assert done.returncode == 0 and b"wetok " in done.stdout and b"torch " in done.stdout
-    done = sh(f"{WETOK} compress -q -m tiny -o - a.png | head -c 2", workdir)
+    done = sh(f"{WETOK} compress --quiet -m tiny -o - a.png | head -c 2", workdir)
     assert done.stdout == b"\x89W" and b"Traceback" not in done.stderr

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from wetok import format as fmt
+from wetok import rate
 from wetok.context import CONTEXT_NAME, ContextModel
 from wetok.entropy import ContextCoder, RangeCoder, decode_payload, encode_payload, static_supported
 from wetok.errors import ContextMismatchError, ImageTooLargeError, ModelMismatchError, WtkFormatError
@@ -186,12 +187,17 @@ class Codec:
         size: tuple[int, int],
         mode: str | None = None,
         setting: DecoderSetting | None = None,
+        coded: tuple[int, int] | None = None,
     ) -> bytes:
         """Tokens ``[1, h, w, g]`` of an image of ``size = (H, W)`` → ``.wtk`` bytes (``mode`` ``None``:
         :attr:`default_mode`; a mode that would not be smaller falls back, see :func:`encode_payload`).
-        ``setting``: the decoder setting the file asks for (none: a version-1 file, as always written)."""
+        ``setting``: the decoder setting the file asks for (none: a version-1 file, as always written).
+        ``coded``: the size ``(Hc, Wc)`` the tokens were coded at when the image was resampled
+        (:mod:`wetok.rate`; a version-3 file); none or ``size`` itself: the tokens are of ``size``."""
         t = np.asarray(tokens.cpu() if isinstance(tokens, Tensor) else tokens)
-        header = Header(self.model_id, "raw", size[0], size[1], *self._shape()).validate()
+        hc, wc = (None, None) if coded is None or tuple(coded) == tuple(size) else coded
+        header = Header(self.model_id, "raw", *size, *self._shape(), coded_height=hc, coded_width=wc)
+        header.validate()
         expected = (header.token_height, header.token_width, header.groups)
         if t.shape[-3:] != expected or t.size != header.num_symbols:
             raise ValueError(f"tokens of shape {t.shape} do not fit a {size[1]}x{size[0]} image {expected}")
@@ -202,7 +208,10 @@ class Codec:
             grid, header.group_bits, mode or self.default_mode, self._coder, self._context_coder
         )
         realism, seed = (setting.realism, setting.seed) if setting is not None else (None, None)
-        return fmt.pack(Header(self.model_id, used, *size, *self._shape(), realism, seed), payload)
+        header = Header(
+            self.model_id, used, *size, *self._shape(), realism, seed, coded_height=hc, coded_width=wc
+        )
+        return fmt.pack(header, payload)
 
     def unpack_tokens(self, data: bytes) -> tuple[Tensor, tuple[int, int]]:
         """``.wtk`` bytes → tokens ``[1, h, w, g]`` (int64) and ``(H, W)``; checks the model id."""
@@ -214,6 +223,7 @@ class Codec:
         header, payload = fmt.unpack(data)
         self.check_header(header)
         check_pixels(header.width, header.height, "the file's image")
+        check_pixels(header.coded_size[1], header.coded_size[0], "the file's coded image")
         try:
             flat = decode_payload(
                 payload,
@@ -261,15 +271,64 @@ class Codec:
         realism: float | None = None,
         seed: int | None = None,
         seed_search: int = 1,
+        *,
+        quality: float | None = None,
+        bpp: float | None = None,
+        size: int | None = None,
     ) -> bytes:
         """Image (PIL, array or path) → ``.wtk`` bytes in ``mode`` (default :attr:`default_mode`; a mode that
         would not be smaller falls back: context → static → raw).
 
         ``realism`` and ``seed`` are the decoder setting written into the file (default
         :attr:`default_setting`); ``seed_search = K`` tries seeds ``seed … seed+K-1`` and keeps the one whose
-        decode is closest to the image by MS-SSIM (:func:`wetok.seeds.search_seed`)."""
+        decode is closest to the image by MS-SSIM (:func:`wetok.seeds.search_seed`).
+
+        One rate knob at most (:mod:`wetok.rate`): ``quality`` 0..100, ``bpp`` (bits per pixel of the
+        image) or ``size`` (bytes) as the largest file not above it; none: the image at its own size, as
+        always. :meth:`compress_choice` also says which scale was coded and whether a target was reached."""
+        return self.compress_choice(
+            image, mode, realism, seed, seed_search, quality=quality, bpp=bpp, size=size
+        ).data
+
+    def compress_choice(
+        self,
+        image: ImageLike,
+        mode: str | None = None,
+        realism: float | None = None,
+        seed: int | None = None,
+        seed_search: int = 1,
+        *,
+        quality: float | None = None,
+        bpp: float | None = None,
+        size: int | None = None,
+    ) -> rate.Choice:
+        """As :meth:`compress`, returning :class:`wetok.rate.Choice`: the file, the scale coded, whether the
+        target was reached, the tries and notes (a capped scale, an unreachable target)."""
         rgb = open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image)
-        tokens, size = self.encode_tokens(rgb)
+        height, width = rgb.shape[:2]
+        check_pixels(width, height)
+
+        def code(scale: float | None) -> bytes:
+            return self._compress_at(rgb, scale, mode, realism, seed, seed_search)
+
+        def score(data: bytes) -> float:
+            return rate.closeness(np.asarray(self.decompress(data)), rgb)
+
+        return rate.choose(height, width, code, score, quality=quality, bpp=bpp, size=size)
+
+    def _compress_at(
+        self,
+        rgb: np.ndarray,
+        scale: float | None,
+        mode: str | None,
+        realism: float | None,
+        seed: int | None,
+        seed_search: int,
+    ) -> bytes:
+        """``rgb`` coded at ``scale`` (None: its own size) with the decoder setting asked for."""
+        size = rgb.shape[:2]
+        coded = size if scale is None else rate.coded_size(*size, scale)
+        tokens, _ = self.encode_tokens(rate.resample(rgb, coded))
         setting = resolve_setting(self.default_setting, realism, seed)
         if setting is not None:
             self.model.decoder_for(setting.realism)  # refuse a realism this model cannot decode, now
@@ -277,10 +336,10 @@ class Codec:
             from wetok.seeds import search_seed
 
             def decode(seed: int) -> np.ndarray:
-                return np.asarray(self.decode_tokens(tokens, size, seed=seed, realism=setting.realism))
+                return np.asarray(self._paint(tokens, size, coded, seed=seed, realism=setting.realism))
 
             setting = search_seed(decode, rgb, setting, seed_search)
-        return self.pack_tokens(tokens, size, mode, setting)
+        return self.pack_tokens(tokens, size, mode, setting, coded)
 
     def decompress(
         self,
@@ -294,9 +353,26 @@ class Codec:
         tokens, header = self.unpack(data)
         realism = header.realism if realism is None else realism
         seed = (header.seed if header.seed is not None else 0) if seed is None else seed
-        return self.decode_tokens(
-            tokens, (header.height, header.width), seed=seed, noise_scale=noise_scale, realism=realism
+        size = (header.height, header.width)
+        return self._paint(
+            tokens, size, header.coded_size, seed=seed, noise_scale=noise_scale, realism=realism
         )
+
+    def _paint(
+        self,
+        tokens: Tensor,
+        size: tuple[int, int],
+        coded: tuple[int, int],
+        seed: int | None = 0,
+        noise_scale: float = 1.0,
+        realism: float | None = None,
+    ) -> Image.Image:
+        """Tokens of the ``coded`` size → RGB image of ``size``: decoded, then resized back when the image
+        was resampled (Lanczos, :func:`wetok.rate.resample`)."""
+        image = self.decode_tokens(tokens, coded, seed=seed, noise_scale=noise_scale, realism=realism)
+        if tuple(coded) == tuple(size):
+            return image
+        return to_pil(rate.resample(np.asarray(image), size))
 
     def compress_file(
         self, fin: str | Path | BinaryIO, fout: str | Path | BinaryIO, mode: str | None = None
@@ -375,9 +451,18 @@ def as_codec(model: Codec | Tokenizer) -> Codec:
     raise TypeError(f"expected a Codec or a Tokenizer, got {type(model).__name__}")
 
 
-def compress(image: ImageLike, model: Codec | Tokenizer, mode: str | None = None) -> bytes:
-    """Image → ``.wtk`` bytes with ``model`` (a Codec, or a Tokenizer with a uniform prior)."""
-    return as_codec(model).compress(image, mode=mode)
+def compress(
+    image: ImageLike,
+    model: Codec | Tokenizer,
+    mode: str | None = None,
+    *,
+    quality: float | None = None,
+    bpp: float | None = None,
+    size: int | None = None,
+) -> bytes:
+    """Image → ``.wtk`` bytes with ``model`` (a Codec, or a Tokenizer with a uniform prior); at most one rate
+    knob: ``quality`` 0..100, or the largest file not above ``bpp`` bits per pixel or ``size`` bytes."""
+    return as_codec(model).compress(image, mode=mode, quality=quality, bpp=bpp, size=size)
 
 
 def decompress(

@@ -1,7 +1,9 @@
 """The ``.wtk`` token file: one image's tokens in a small, versioned, checksummed container.
 
-Layout of format versions 1 and 2 (``docs/format.md`` has the long form); version 2 is version 1 plus
-the decoder setting the encoder chose, and is written only for files that carry one. Fixed-width integers
+Layout of format versions 1, 2 and 3 (``docs/format.md`` has the long form); version 2 is version 1 plus
+the decoder setting the encoder chose, and is written only for files that carry one; version 3 is written
+only for a resampled image (coded at another size than its own, :mod:`wetok.rate`): a fields byte says
+which optional fields follow, the coded size among them. Fixed-width integers
 are big-endian; ``varint`` is unsigned LEB128 (7 bits per byte, least-significant group first, high bit
 set on every byte but the last, at most 3 bytes, no redundant trailing ``0x80`` groups).
 
@@ -9,7 +11,7 @@ set on every byte but the last, at most 3 bytes, no redundant trailing ``0x80`` 
 offset  bytes  field
 ======  =====  =================================================================================
 0       2      magic ``89 57`` (``"\\x89W"``)
-2       1      format version, ``01`` or ``02``
+2       1      format version, ``01``, ``02`` or ``03``
 3       6      model id: :attr:`wetok.codec.Codec.model_id` (SHA-256 prefix of weights + prior)
 9       1      bits 7-6 coding mode (0 raw, 1 static, 2 context), bits 5-3 ``log2 f``, bits 2-0 zero
 10      1-2    varint ``(g - 1) * 32 + (d' - 1)``
@@ -17,13 +19,19 @@ offset  bytes  field
 .       1-3    varint ``W - 1``  (original image width)
 .       1      version 2 only: realism in hundredths, 0..100 (0: the faithful decoder, 100: the generative)
 .       1-3    version 2 only: varint noise seed of the generative decoder (0 .. 2^21 - 1)
+.       1      version 3 only: fields byte, bit 0 decoder setting, bit 1 coded size, bits 7-2 zero
+.       1+1-3  version 3, bit 0: the decoder setting as in version 2
+.       2-6    version 3, bit 1 (always set): varints ``Hc - 1``, ``Wc - 1``: the size that was coded
 .       n      payload
 end-4   4      CRC-32 (zlib/IEEE) of every byte before it
 ======  =====  =================================================================================
 
-The token grid ``h = ceil(H / f)``, ``w = ceil(W / f)`` and the symbol count ``h * w * g`` are derived from
-the header, not stored, so they can never disagree with it. Fixed overhead is 14 bytes; a 256×256 or
-768×512 file at ``g <= 4`` has a 19-byte header + checksum. Payloads (:mod:`wetok.entropy`):
+The token grid ``h = ceil(Hc / f)``, ``w = ceil(Wc / f)`` (``Hc, Wc = H, W`` without a coded size) and the
+symbol count ``h * w * g`` are derived from the header, not stored, so they can never disagree with it. A
+coded size differs from ``H x W``, has one scale on both axes (each side rounds ``s * H``, ``s * W``, at least
+1) within ``1/16 .. 16``, and lies within the same side and pixel limits as the image size. Fixed overhead
+is 14 bytes; a 256×256 or 768×512 file at ``g <= 4`` has a 19-byte header + checksum (a coded size: 3-5
+more). Payloads (:mod:`wetok.entropy`):
 
 * raw: the ``h*w*g`` symbols in token order (row-major grid, group fastest), ``d'`` bits each, most
   significant bit first, packed into bytes most significant bit first; zero bits pad the last byte.
@@ -50,7 +58,10 @@ from wetok.errors import WtkFormatError
 MAGIC = b"\x89W"
 VERSION = 1  # files without a decoder setting: byte for byte what wetok has always written
 DECODER_VERSION = 2  # files with one (realism, seed)
-VERSIONS = (VERSION, DECODER_VERSION)
+RESAMPLED_VERSION = 3  # files whose image was coded at another size (and maybe a decoder setting)
+VERSIONS = (VERSION, DECODER_VERSION, RESAMPLED_VERSION)
+HAS_SETTING, HAS_CODED_SIZE = 1, 2  # bits of the version-3 fields byte
+MAX_SCALE = 16  # a coded side lies within 1/16 .. 16 times the image's
 MAX_SEED = (1 << 21) - 1  # a 3-byte varint
 MODEL_ID_BYTES = 6
 MODES = ("raw", "static", "context")
@@ -79,8 +90,12 @@ class Header:
     realism: float | None = None  # the decoder setting (version 2): realism in [0, 1], hundredths
     seed: int | None = None  # its noise seed
     version: int = VERSION
+    coded_height: int | None = None  # the size that was coded (version 3), when it differs from the image's
+    coded_width: int | None = None
 
     def __post_init__(self) -> None:
+        if self.coded_height is not None and self.version in (VERSION, DECODER_VERSION):
+            object.__setattr__(self, "version", RESAMPLED_VERSION)  # a coded size needs version 3
         if self.realism is not None and self.version == VERSION:
             object.__setattr__(self, "version", DECODER_VERSION)  # a decoder setting needs version 2
 
@@ -93,12 +108,30 @@ class Header:
         return self.model_id.hex()
 
     @property
+    def resampled(self) -> bool:
+        """Whether the image was coded at another size than its own (:attr:`coded_size`)."""
+        return self.coded_height is not None
+
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        """``(Hc, Wc)``: the size the tokens paint; the image's own size unless resampled."""
+        if self.coded_height is None or self.coded_width is None:
+            return self.height, self.width
+        return self.coded_height, self.coded_width
+
+    @property
+    def scale(self) -> float:
+        """Coded over original size (the geometric mean of both axes; 1.0 when not resampled)."""
+        hc, wc = self.coded_size
+        return (hc * wc / (self.height * self.width)) ** 0.5
+
+    @property
     def token_height(self) -> int:
-        return -(-self.height // self.downsample)
+        return -(-self.coded_size[0] // self.downsample)
 
     @property
     def token_width(self) -> int:
-        return -(-self.width // self.downsample)
+        return -(-self.coded_size[1] // self.downsample)
 
     @property
     def num_tokens(self) -> int:
@@ -118,8 +151,9 @@ class Header:
         _check(self.mode in MODES, f"unknown coding mode {self.mode!r}")
         _check(self.version in VERSIONS, f"unsupported .wtk format version {self.version}")
         _check(
-            (self.realism is None) == (self.seed is None) == (self.version == VERSION),
-            "a .wtk decoder setting needs both realism and seed (and format version 2)",
+            (self.realism is None) == (self.seed is None)
+            and (self.version == RESAMPLED_VERSION or (self.realism is None) == (self.version == VERSION)),
+            "a .wtk decoder setting needs both realism and seed (and format version 2 or 3)",
         )
         if self.realism is not None:
             _check(
@@ -140,6 +174,8 @@ class Header:
             self.height * self.width <= MAX_PIXELS,
             f"image size {self.width}x{self.height} exceeds {MAX_PIXELS} pixels",
         )
+        if self.version == RESAMPLED_VERSION or self.coded_height is not None or self.coded_width is not None:
+            self._validate_coded_size()
         f = self.downsample
         _check(
             f >= 1 and f & (f - 1) == 0 and f.bit_length() - 1 <= MAX_LOG2_F,
@@ -150,6 +186,32 @@ class Header:
             f"g={self.groups}, d'={self.group_bits} outside 1..{MAX_GROUPS}, 1..{MAX_GROUP_BITS}",
         )
         return self
+
+    def _validate_coded_size(self) -> None:
+        hc, wc = self.coded_height, self.coded_width
+        _check(
+            self.version == RESAMPLED_VERSION and type(hc) is int and type(wc) is int,
+            "a .wtk coded size needs both sides (and format version 3)",
+        )
+        assert hc is not None and wc is not None
+        _check(
+            1 <= hc <= MAX_SIDE and 1 <= wc <= MAX_SIDE and hc * wc <= MAX_PIXELS,
+            f"coded size {wc}x{hc} outside 1..{MAX_SIDE} per side and {MAX_PIXELS} pixels",
+        )
+        _check((hc, wc) != (self.height, self.width), "coded size equals the image size (leave it out)")
+        _check(
+            all(
+                side / MAX_SCALE <= c <= side * MAX_SCALE for c, side in ((hc, self.height), (wc, self.width))
+            ),
+            f"coded size {wc}x{hc} is more than {MAX_SCALE}x from the image size {self.width}x{self.height}",
+        )
+        # Each coded side is max(1, round(s * side)) for one scale s: the intervals of s they admit overlap.
+        low = max(0.0 if c == 1 else (c - 0.5) / side for c, side in ((hc, self.height), (wc, self.width)))
+        high = min((c + 0.5) / side for c, side in ((hc, self.height), (wc, self.width)))
+        _check(
+            low <= high,
+            f"coded size {wc}x{hc} does not keep the shape of the image {self.width}x{self.height}",
+        )
 
 
 @dataclass(frozen=True)
@@ -223,7 +285,7 @@ def pack(header: Header, payload: bytes) -> bytes:
             write_varint((header.groups - 1) * 32 + header.group_bits - 1),
             write_varint(header.height - 1),
             write_varint(header.width - 1),
-            _decoder_setting(header),
+            _optional_fields(header),
             payload,
         ]
     )
@@ -234,6 +296,15 @@ def _decoder_setting(header: Header) -> bytes:
     if header.realism is None:
         return b""
     return bytes([round(header.realism * 100)]) + write_varint(header.seed)  # type: ignore[arg-type]
+
+
+def _optional_fields(header: Header) -> bytes:
+    """Version 1: nothing; version 2: the decoder setting; version 3: fields byte, setting, coded size."""
+    if header.version != RESAMPLED_VERSION:
+        return _decoder_setting(header)
+    hc, wc = header.coded_size
+    fields = HAS_CODED_SIZE | (HAS_SETTING if header.realism is not None else 0)
+    return bytes([fields]) + _decoder_setting(header) + write_varint(hc - 1) + write_varint(wc - 1)
 
 
 def unpack(data: bytes) -> tuple[Header, bytes]:
@@ -270,13 +341,24 @@ def _parse_fields(data: bytes, end: int) -> tuple[Header, int]:
     shape, pos = read_varint(data, _FIXED, end)
     height, pos = read_varint(data, pos, end)
     width, pos = read_varint(data, pos, end)
-    realism = seed = None
+    realism = seed = coded_height = coded_width = None
     version = data[len(MAGIC)]
-    if version == DECODER_VERSION:
+    fields = HAS_SETTING if version == DECODER_VERSION else 0
+    if version == RESAMPLED_VERSION:
+        _check(pos < end, "truncated .wtk file (header ends early)")
+        fields, pos = data[pos], pos + 1
+        _check(
+            fields == HAS_CODED_SIZE | (fields & HAS_SETTING), f"malformed .wtk header (fields byte {fields})"
+        )
+    if fields & HAS_SETTING:
         _check(pos < end, "truncated .wtk file (header ends early)")
         _check(data[pos] <= 100, f"malformed .wtk header (realism {data[pos]} above 100 hundredths)")
         realism = data[pos] / 100
         seed, pos = read_varint(data, pos + 1, end)
+    if fields & HAS_CODED_SIZE:
+        coded_height, pos = read_varint(data, pos, end)
+        coded_width, pos = read_varint(data, pos, end)
+        coded_height, coded_width = coded_height + 1, coded_width + 1
     header = Header(
         model_id=model_id,
         mode=MODES[flags >> 6],
@@ -288,6 +370,8 @@ def _parse_fields(data: bytes, end: int) -> tuple[Header, int]:
         realism=realism,
         seed=seed,
         version=version,
+        coded_height=coded_height,
+        coded_width=coded_width,
     )
     return header.validate(), pos
 
@@ -304,7 +388,10 @@ def _check_payload_length(header: Header, length: int) -> None:
         _check(length > CONTEXT_ID_BYTES, f"truncated .wtk payload ({length} bytes of context code)")
 
 
-MAX_HEADER_BYTES = _FIXED + 2 + 3 + 3 + 1 + 3  # fixed fields + varints and decoder setting at their longest
+MAX_HEADER_BYTES_V2 = (
+    _FIXED + 2 + 3 + 3 + 1 + 3
+)  # fixed fields + varints and decoder setting at their longest
+MAX_HEADER_BYTES = MAX_HEADER_BYTES_V2 + 1 + 3 + 3  # version 3: + fields byte and coded size
 
 
 def read_stream(fileobj: BinaryIO, max_bytes: int = MAX_FILE_BYTES) -> bytes:
@@ -313,8 +400,11 @@ def read_stream(fileobj: BinaryIO, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     The header comes first: magic, version and fields are checked before anything else is read. Then at most
     the longest payload the header admits (the raw size) plus the CRC is read, and never more than
     ``max_bytes``; a longer stream is refused. ``/dev/zero`` or a 3 GB file thus costs a few bytes."""
-    head = _read_up_to(fileobj, MAX_HEADER_BYTES)
+    head = _read_up_to(fileobj, len(MAGIC) + 1)
     _check_magic_and_version(head)
+    # a version-1 or 2 file reads no further than before version 3 existed (a tiny file: its own length)
+    longest = MAX_HEADER_BYTES if head[len(MAGIC)] == RESAMPLED_VERSION else MAX_HEADER_BYTES_V2
+    head += _read_up_to(fileobj, longest - len(head))
     header, pos = _parse_fields(head, len(head))
     limit = min(max_bytes, pos + header.raw_payload_bytes + 4)
     data = head + _read_up_to(fileobj, max(0, limit - len(head) + 1))

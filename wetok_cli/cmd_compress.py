@@ -14,7 +14,7 @@ from wetok_cli.common import (
     Reporter,
     UsageProblem,
     device_option,
-    reporting_options,
+    long_reporting_options,
     resolve_device,
 )
 from wetok_cli.inputs import Input, read_image_input
@@ -52,9 +52,30 @@ from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_cod
     metavar="K",
     help="Try K seeds and keep the one whose decode is closest to the image (MS-SSIM); K decodes more.",
 )
+@click.option(
+    "-q",
+    "--quality",
+    type=click.FloatRange(0, 100),
+    metavar="Q",
+    help="Rate knob, 0..100: the image is coded at scale 2^((Q-50)/25) of its size (0: 0.25, 25: 0.5, 50: "
+    "its own size, 75: 2, 100: 4) and resized back when decoded; each 25 steps about 4x the bytes.",
+)
+@click.option(
+    "--bpp",
+    type=click.FloatRange(0, min_open=True),
+    metavar="T",
+    help="The largest file not above T bits per pixel (of the image), found by search over the scale.",
+)
+@click.option(
+    "--size",
+    "size_target",
+    type=click.IntRange(1),
+    metavar="BYTES",
+    help="The largest file not above BYTES bytes, found by search over the scale.",
+)
 @device_option
 @force_option
-@reporting_options
+@long_reporting_options
 def compress_cmd(
     images: tuple[str, ...],
     out: str | None,
@@ -63,6 +84,9 @@ def compress_cmd(
     realism: float | None,
     seed: int | None,
     seed_search: int,
+    quality: float | None,
+    bpp: float | None,
+    size_target: int | None,
     device: str,
     force: bool,
     quiet: bool,
@@ -74,7 +98,12 @@ def compress_cmd(
     IMAGES are files, folders (searched recursively), quoted globs, or - for stdin. Each output goes
     beside its input with the suffix .wtk (photo.png -> photo.wtk); stdin goes to stdout. A summary line
     per file goes to stderr.
+
+    Without -q, --bpp or --size every image is coded at its own size (one rate, about 0.05 bpp with the
+    default model); with one, it may be coded resized, and decompress always returns its original size.
     """
+    knobs = {"quality": quality, "bpp": bpp, "size": size_target}
+    _check_one_knob(knobs)
     reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
     codecs: list[Any] = []
 
@@ -84,7 +113,7 @@ def compress_cmd(
             raise UsageProblem(f"--realism {realism:g}: model {codec.name} has no generative decoder (use 0)")
         codecs.append(codec)
 
-    setting = {"realism": realism, "seed": seed, "seed_search": seed_search}
+    setting = {"realism": realism, "seed": seed, "seed_search": seed_search, **knobs}
 
     def work(item: Input, dst: Path | None) -> None:
         _compress_one(codecs[0], item, dst, mode=mode, setting=setting, force=force, reporter=reporter)
@@ -103,6 +132,15 @@ def compress_cmd(
     reporter.finish()
 
 
+_KNOB_OPTIONS = {"quality": "-q/--quality", "bpp": "--bpp", "size": "--size"}
+
+
+def _check_one_knob(knobs: dict[str, Any]) -> None:
+    given = [_KNOB_OPTIONS[k] for k, v in knobs.items() if v is not None]
+    if len(given) > 1:
+        raise UsageProblem(f"{' and '.join(given)}: give one rate knob, not {len(given)}")
+
+
 def _compress_one(
     codec: Any,
     item: Input,
@@ -117,14 +155,19 @@ def _compress_one(
 
     rgb, input_bytes = read_image_input(item)
     start = time.perf_counter()
-    data = codec.compress(rgb, mode=mode, **setting)
+    choice = codec.compress_choice(rgb, mode=mode, **setting)
+    data = choice.data
     write_output(dst, data, force=force)
     info = read_info(data)
-    reporter.info(f"{item.display}: encoded in {time.perf_counter() - start:.2f} s")
+    reporter.info(f"{item.display}: encoded in {time.perf_counter() - start:.2f} s ({choice.tries} encodes)")
+    for note in choice.notes:
+        reporter.warn(item.display, note)
     decoder = f", realism {info.realism:.2f}, seed {info.seed}" if info.realism is not None else ""
+    coded = f", coded at {info.coded_size[1]}x{info.coded_size[0]} (scale {info.scale:.2f})"
     reporter.done(
         f"{item.display} -> {show(dst)}: {info.width}x{info.height}, {info.bytes} bytes, "
-        f"{info.bpp:.4f} bpp, {info.bits_per_token:.2f} bits/token ({info.mode}{decoder})",
+        f"{info.bpp:.4f} bpp, {info.bits_per_token:.2f} bits/token ({info.mode}{decoder}"
+        f"{coded if info.resampled else ''}){'' if choice.reached else ' [above the target]'}",
         {
             "input": item.display,
             "output": show(dst),
@@ -137,6 +180,10 @@ def _compress_one(
             "mode": info.mode,
             "realism": info.realism,
             "seed": info.seed,
+            "coded_width": info.coded_size[1],
+            "coded_height": info.coded_size[0],
+            "scale": info.scale,
+            "target_reached": choice.reached,
             "model": codec.name,
             "model_id": codec.model_id_hex,
         },

@@ -235,7 +235,9 @@ def report_problems(problems: Iterable[tuple[str, str]], reporter: Reporter) -> 
 
 
 # -- shared options ----------------------------------------------------------------------------------
-def reporting_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def reporting_options(
+    f: Callable[..., Any], quiet: tuple[str, ...] = ("-q", "--quiet")
+) -> Callable[..., Any]:
     """``-q/--quiet``, ``-v/--verbose`` and ``--json`` for commands that handle many inputs."""
     f = click.option(
         "--json",
@@ -244,7 +246,13 @@ def reporting_options(f: Callable[..., Any]) -> Callable[..., Any]:
         help="One JSON object per input on stdout (instead of summaries on stderr).",
     )(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Also say what is loaded, and timings.")(f)
-    return click.option("-q", "--quiet", is_flag=True, help="No summaries, no progress bar; errors only.")(f)
+    return click.option(*quiet, "quiet", is_flag=True, help="No summaries, no progress bar; errors only.")(f)
+
+
+def long_reporting_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`reporting_options` with ``--quiet`` only: for ``compress``, where ``-q`` is the quality (as in
+    ``cwebp -q``)."""
+    return reporting_options(f, quiet=("--quiet",))
 
 
 def device_option(f: Callable[..., Any]) -> Callable[..., Any]:
