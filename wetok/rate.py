@@ -65,6 +65,13 @@ def quality_scale(quality: float) -> float:
     return 2.0 ** ((quality - 50) / 25)
 
 
+def quality_of_scale(scale: float) -> float:
+    """The quality whose scale is ``scale`` (the inverse of :func:`quality_scale`), for sweeps by scale."""
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise ValueError(f"scale {scale!r} outside {MIN_SCALE:g}..{MAX_SCALE:g}")
+    return min(100.0, max(0.0, 50 + 25 * math.log2(scale)))
+
+
 def rung_scale(rung: int) -> float:
     return 2.0 ** (rung / RUNGS_PER_OCTAVE)
 

@@ -40,6 +40,18 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
     return out
 
 
+def _scales(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[float, ...]:
+    from wetok.rate import MAX_SCALE, MIN_SCALE
+
+    try:
+        scales = tuple(sorted({float(v) for v in value.split(",") if v.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected scales S1,S2,... (e.g. 0.5,1,2)") from None
+    if not scales or not all(MIN_SCALE <= v <= MAX_SCALE for v in scales):
+        raise click.BadParameter(f"{value!r}: give scales between {MIN_SCALE:g} and {MAX_SCALE:g}")
+    return scales
+
+
 @click.command("eval")
 @click.argument("images", nargs=-1, required=True)
 @click.option(
@@ -77,6 +89,20 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
     default=True,
     show_default=True,
     help="Classic codecs at fixed settings, for RD curves.",
+)
+@click.option(
+    "--rate-sweep",
+    is_flag=True,
+    help="Also code the first model at several scales (wetok compress -q) and every classic codec at those "
+    "file sizes: rate table, BD-rate / BD-PSNR against JPEG 2000, rd_rate.png, crops_rate.png.",
+)
+@click.option(
+    "--rate-scales",
+    default="0.5,0.71,1,1.41,2",
+    show_default=True,
+    callback=_scales,
+    metavar="S1,S2",
+    help="Scales of --rate-sweep (about 0.014 to 0.18 bpp with the default model).",
 )
 @click.option(
     "--settings",
@@ -148,6 +174,8 @@ def eval_cmd(
     out: Path,
     match: bool,
     sweep: bool,
+    rate_sweep: bool,
+    rate_scales: tuple[float, ...],
     sweep_settings: dict[str, tuple],
     fid: bool,
     fid_patch: int | None,
@@ -176,6 +204,8 @@ def eval_cmd(
 
     if models and no_model:
         raise click.UsageError("give --model or --no-model, not both")
+    if rate_sweep and no_model:
+        raise click.UsageError("--rate-sweep codes a wetok model: drop --no-model")
     try:  # a dangling symbolic link counts as existing; a folder or device is never a report file
         check_output(out / "eval.json", force)
     except OutputError as e:
@@ -194,6 +224,8 @@ def eval_cmd(
         fid_patch=fid_patch,
         seed=seed,
         realisms=realisms or None,
+        rate_scales=rate_scales if rate_sweep else (),
+        crop_rows=crops,
     )
     if no_cache:
         options.cache_dir = None
@@ -282,11 +314,29 @@ def _write_outputs(
         written.append(out / "rd.png")
     if crops and report.recons:
         written.append(crops_figure(report, originals, out / "crops.png", rows=crops))
+    written += _write_rate_outputs(report, originals, out)
     if html:
         from wetok.eval.html import eval_page, write_page
 
         written.append(write_page(eval_page(report, originals), out / "report.html"))
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+
+
+def _write_rate_outputs(report: Any, originals: list[Any], out: Path) -> list[Path]:
+    """rd_rate.png and crops_rate.png of a rate sweep (none without one)."""
+    from wetok.eval.report import plot_rate_rd, rate_crops_figure
+
+    if not report.runs("rate"):
+        return []
+    written = []
+    note = plot_rate_rd(report, out / "rd_rate.png")
+    if note:
+        report.notes.append(note)
+        click.echo(note, err=True)
+    else:
+        written.append(out / "rd_rate.png")
+    crops = rate_crops_figure(report, originals, out / "crops_rate.png") if report.rate_recons else None
+    return written + ([crops] if crops else [])
 
 
 def _print_tables(report: Any) -> None:
@@ -298,5 +348,10 @@ def _print_tables(report: Any) -> None:
     console.print(summary_table(report))
     if report.codebook:
         console.print(codebook_table(report))
+    if report.runs("rate"):
+        from wetok.eval.rate_sweep import markdown_rate_table
+
+        console.print("rate sweep (classic codecs at the wetok file size of each scale):", markup=False)
+        console.print(markdown_rate_table(report), markup=False, highlight=False, soft_wrap=True)
     for note in report.notes:
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

@@ -78,6 +78,9 @@ class EvalOptions:
     # Decoder settings of models with a generative decoder: None = what `decompress` gives by default (the
     # model's default realism) and both ends, 0 and 1; models without one are evaluated as they decode.
     realisms: tuple[float, ...] | None = None
+    # Rate sweep of the first model (wetok.eval.rate_sweep): these scales, classic codecs at its sizes.
+    rate_scales: tuple[float, ...] = ()
+    crop_rows: int = 4  # images whose rate-sweep reconstructions are kept for the crops figure
 
 
 @dataclass
@@ -94,6 +97,8 @@ class EvalReport:
     perceptual: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # what was run, for eval.json
     realism: dict[str, float] = field(default_factory=dict)  # decoder setting of wetok runs that have one
+    rate_recons: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # rate sweep, a few images
+    bd: list[dict[str, Any]] = field(default_factory=list)  # BD-rate / BD-PSNR against JPEG 2000
 
     def runs(self, kind: str | None = None) -> list[str]:
         """Run ids in order of first appearance (optionally of one kind)."""
@@ -133,8 +138,8 @@ class EvalReport:
         curves = []
         for run in self.runs("model"):
             curves.append(self._curve(self.labels[run], [run], "wetok model, one operating point"))
-        for codec in dict.fromkeys(r.codec for r in self.records if r.kind != "model"):
-            runs = [r for r in self.runs() if r.startswith(f"{codec}@")]
+        for codec in dict.fromkeys(r.codec for r in self.records if r.kind in ("matched", "sweep")):
+            runs = [r for r in self.runs("matched") + self.runs("sweep") if r.startswith(f"{codec}@")]
             kinds = {r.kind for r in self.records if r.codec == codec}
             what = " and ".join(
                 k
@@ -146,7 +151,23 @@ class EvalReport:
             )
             label = classic.get_codec(codec).label
             curves.append(self._curve(label, runs, f"Pillow {label}, {what}"))
+        return curves + self._rate_curves()
+
+    def _rate_curves(self) -> list[dict[str, Any]]:
+        """The rate sweep's curves: the wetok model over its scales, each classic codec at those sizes."""
+        curves = []
+        for codec in dict.fromkeys(r.codec for r in self.records if r.kind in ("rate", "rate-matched")):
+            runs = [r for r in self.runs("rate") + self.runs("rate-matched") if self._codec_of(r) == codec]
+            if codec == "wetok":
+                curves.append(self._curve("wetok rate sweep", runs, "wetok model coded at several scales"))
+            else:
+                label = classic.get_codec(codec).label
+                what = f"Pillow {label} at the file sizes of the wetok rate sweep"
+                curves.append(self._curve(f"{label} rate sweep", runs, what))
         return curves
+
+    def _codec_of(self, run: str) -> str:
+        return next(r.codec for r in self.records if r.run == run)
 
     def _curve(self, name: str, runs: list[str], description: str) -> dict[str, Any]:
         rows = sorted((self._row(run) for run in runs), key=lambda r: r["bpp"])
@@ -177,6 +198,7 @@ class EvalReport:
             "codebook": {k: v.to_dict() for k, v in self.codebook.items()},
             "notes": self.notes,
             "rd": self.rd_curves(),
+            "bd": self.bd,
         }
 
 
@@ -456,6 +478,21 @@ def run_eval(
         if options.sweep:
             settings = options.sweep_settings.get(cc.name, cc.sweep)
             evaluate_sweep(cc, images, settings, scorer, report, progress)
+    if options.rate_scales and codecs:
+        from wetok.eval.rate_sweep import evaluate_rate_sweep
+
+        usable = [n for n in options.codecs if classic.unavailable_reason(classic.get_codec(n)) is None]
+        evaluate_rate_sweep(
+            codecs[0],
+            images,
+            options.rate_scales,
+            scorer,
+            report,
+            usable,
+            options.match_iters,
+            options.crop_rows,
+            progress,
+        )
     if options.fid and report.recons:
         evaluate_fid(report, [rgb for _, rgb in images], options, progress)
     return report
@@ -477,6 +514,7 @@ def _settings(codecs: Sequence[Any], options: EvalOptions) -> dict[str, Any]:
         "match": options.match,
         "match_iters": options.match_iters,
         "sweep": sweep if options.sweep else {},
+        "rate_scales": list(options.rate_scales),
         "fid": options.fid,
         "fid_patch": options.fid_patch,
         "seed": options.seed,

@@ -238,3 +238,109 @@ def crops_figure(
 def _caption(report: EvalReport, run: str, idx: int) -> str:
     rec = next(r for r in report.records if r.run == run and r.image == report.names[idx])
     return f"{rec.bpp:.3f} bpp, {rec.psnr:.2f} dB"
+
+
+# ---- rate sweep: RD plot and crops at two rates ------------------------------------------------------
+
+
+def plot_rate_rd(report: EvalReport, path: Path) -> str | None:
+    """PSNR and MS-SSIM (dB) against bpp of the rate sweep (:mod:`wetok.eval.rate_sweep`): the wetok model
+    over its scales and each classic codec at the same file sizes (hollow where some images could not get
+    that small); the BD-rate against JPEG 2000 in the legend. A one-line note instead without matplotlib."""
+    from wetok.eval.rate_sweep import rate_rows
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return f"rate RD plot skipped: matplotlib is not installed ({PLOT_EXTRA})"
+    rows = rate_rows(report)
+    bd = {b["codec"]: b["bd_rate_percent"] for b in report.bd}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False)
+    for ax, (key, title, f) in zip(axes[0], _RATE_PANELS, strict=True):
+        for codec in dict.fromkeys(r["codec"] for r in rows):
+            pts = sorted((r["bpp"], f(r[key]), r["unreached"]) for r in rows if r["codec"] == codec)
+            if not pts or any(p[1] is None for p in pts):
+                continue
+            color = CLASSIC_CODECS[codec].color if codec in CLASSIC_CODECS else WETOK_COLOR
+            name = CLASSIC_CODECS[codec].label if codec in CLASSIC_CODECS else "wetok (scale 0.5–2)"
+            label = name + (f", BD-rate {bd[codec]:+.0f} %" if bd.get(codec) is not None else "")
+            x, y, over = zip(*pts, strict=True)
+            ax.plot(x, y, "-", color=color, lw=2.2 if codec == "wetok" else 1.4, label=label)
+            ax.scatter(
+                x, y, s=28, color=[color if not o else "white" for o in over], edgecolors=color, zorder=3
+            )
+        ax.set(xlabel="bits per pixel", ylabel=title, xscale="log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(
+        f"{len(report.names)} images: wetok at 5 scales, classic codecs at the same file sizes "
+        "(hollow: some images cannot get that small); BD-rate against JPEG 2000"
+    )
+    fig.tight_layout()
+    with fileio.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return None
+
+
+_RATE_PANELS = (("psnr", "PSNR-RGB (dB)", lambda v: v), ("ms_ssim", "MS-SSIM-RGB (dB)", _db))
+
+
+def rate_crops_figure(
+    report: EvalReport,
+    originals: list[np.ndarray],
+    path: Path,
+    scales: tuple[str, ...] | None = None,
+    codecs: tuple[str, ...] = ("jpeg2000", "avif"),
+    size: int = 192,
+) -> Path | None:
+    """Rows of one detailed region per kept image: the original, then at each of two sweep scales (default:
+    the second lowest and the second highest) wetok and ``codecs`` at its file size, captioned with bpp and
+    PSNR. ``None`` when the report has no rate sweep."""
+    wetok_runs = [r for r in report.runs("rate")]
+    if not wetok_runs:
+        return None
+    picks = scales or tuple(r.rsplit("@s=", 1)[1] for r in _two_rates(wetok_runs))
+    runs = []
+    for scale in picks:
+        wetok = next(r for r in wetok_runs if r.endswith(f"@s={scale}"))
+        runs += [wetok] + [
+            f"{c}@rate:s={scale}" for c in codecs if f"{c}@rate:s={scale}" in report.rate_recons
+        ]
+    rows = sorted(report.rate_recons[runs[0]])
+    cap, font = 34, _font(13)
+    sheet = Image.new("RGB", ((len(runs) + 1) * (size + 4) + 4, len(rows) * (size + cap + 4) + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, idx in enumerate(rows):
+        orig = originals[idx]
+        s = min(size, *orig.shape[:2])
+        y, x = detail_window(orig, s)
+        top = 4 + i * (size + cap + 4)
+        tiles = [(orig, "original", report.names[idx])] + [
+            (report.rate_recons[run][idx], _short_label(report, run), _caption(report, run, idx))
+            for run in runs
+        ]
+        for j, (img, title, caption) in enumerate(tiles):
+            left = 4 + j * (size + 4)
+            sheet.paste(Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s])), (left, top))
+            draw.text((left + 2, top + s + 2), title, fill="black", font=font)
+            draw.text((left + 2, top + s + 17), caption, fill="#444444", font=font)
+    with fileio.atomic_path(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return path
+
+
+def _two_rates(runs: list[str]) -> list[str]:
+    """The second lowest and second highest of the sweep (both ends with fewer than four points)."""
+    if len(runs) < 4:
+        return [runs[0], runs[-1]] if len(runs) > 1 else runs
+    return [runs[1], runs[-2]]
+
+
+def _short_label(report: EvalReport, run: str) -> str:
+    codec, _, scale = run.partition("@")
+    scale = scale.rsplit("=", 1)[1]
+    return f"wetok s={scale}" if codec.startswith("wetok") else f"{CLASSIC_CODECS[codec].label} same size"
