@@ -258,26 +258,29 @@ def plot_rate_rd(report: EvalReport, path: Path) -> str | None:
         return f"rate RD plot skipped: matplotlib is not installed ({PLOT_EXTRA})"
     rows = rate_rows(report)
     bd = {b["codec"]: b["bd_rate_percent"] for b in report.bd}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False)
-    for ax, (key, title, f) in zip(axes[0], _RATE_PANELS, strict=True):
+    panels = [p for p in _RATE_PANELS if all(r[p[0]] is not None and p[2](r[p[0]]) is not None for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.6), squeeze=False)
+    for ax, (key, title, f) in zip(axes[0], panels, strict=True):
         for codec in dict.fromkeys(r["codec"] for r in rows):
             pts = sorted((r["bpp"], f(r[key]), r["unreached"]) for r in rows if r["codec"] == codec)
-            if not pts or any(p[1] is None for p in pts):
-                continue
             color = CLASSIC_CODECS[codec].color if codec in CLASSIC_CODECS else WETOK_COLOR
-            name = CLASSIC_CODECS[codec].label if codec in CLASSIC_CODECS else "wetok (scale 0.5–2)"
-            label = name + (f", BD-rate {bd[codec]:+.0f} %" if bd.get(codec) is not None else "")
             x, y, over = zip(*pts, strict=True)
-            ax.plot(x, y, "-", color=color, lw=2.2 if codec == "wetok" else 1.4, label=label)
+            ax.plot(x, y, "-", color=color, lw=2.2 if codec == "wetok" else 1.4, label=_rate_label(codec, bd))
             ax.scatter(
                 x, y, s=28, color=[color if not o else "white" for o in over], edgecolors=color, zorder=3
             )
-        ax.set(xlabel="bits per pixel", ylabel=title, xscale="log")
+        ax.set(xlabel="bits per pixel (log scale)", ylabel=title, xscale="log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(
+            [t for t in (0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0) if _in(ax, t)]
+        )
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(
-        f"{len(report.names)} images: wetok at 5 scales, classic codecs at the same file sizes "
-        "(hollow: some images cannot get that small); BD-rate against JPEG 2000"
+        f"Rate sweep, {len(report.names)} images: wetok coded at several scales, classic codecs at "
+        "the same file sizes\n(hollow: some images cannot get that small; BD-rate against JPEG 2000)",
+        fontsize=10,
     )
     fig.tight_layout()
     with fileio.atomic_path(path) as tmp:
@@ -287,6 +290,18 @@ def plot_rate_rd(report: EvalReport, path: Path) -> str | None:
 
 
 _RATE_PANELS = (("psnr", "PSNR-RGB (dB)", lambda v: v), ("ms_ssim", "MS-SSIM-RGB (dB)", _db))
+
+
+def _rate_label(codec: str, bd: dict[str, float | None]) -> str:
+    if codec == "jpeg2000":
+        return "JPEG 2000 (reference)"
+    name = CLASSIC_CODECS[codec].label if codec in CLASSIC_CODECS else "wetok (resampled)"
+    return name + (f", BD-rate {bd[codec]:+.0f} %" if bd.get(codec) is not None else "")
+
+
+def _in(ax: Any, value: float) -> bool:
+    low, high = ax.get_xlim()
+    return low <= value <= high
 
 
 def rate_crops_figure(
@@ -300,7 +315,7 @@ def rate_crops_figure(
     """Rows of one detailed region per kept image: the original, then at each of two sweep scales (default:
     the second lowest and the second highest) wetok and ``codecs`` at its file size, captioned with bpp and
     PSNR. ``None`` when the report has no rate sweep."""
-    wetok_runs = [r for r in report.runs("rate")]
+    wetok_runs = report.runs("rate")
     if not wetok_runs:
         return None
     picks = scales or tuple(r.rsplit("@s=", 1)[1] for r in _two_rates(wetok_runs))
