@@ -251,6 +251,17 @@ def test_generative_decoder_at_every_scale() -> None:
         assert gen.decompress(data).size == (56, 40)
 
 
+def test_quality_over_the_pixel_limit_is_capped_in_the_codec(codec: Codec) -> None:
+    set_max_pixels(100 * 80)
+    try:
+        choice = codec.compress_choice(photo(), quality=100)  # scale 4 would code 224x160
+        hc, wc = read_info(choice.data).coded_size
+        assert hc * wc <= 100 * 80 and choice.scale < 4 and "limit of 8,000 pixels" in choice.notes[0]
+        assert codec.decompress(choice.data).size == (56, 40)
+    finally:
+        set_max_pixels(None)
+
+
 def test_coded_size_over_the_pixel_limit_refused_at_decode(codec: Codec) -> None:
     data = codec.compress(photo(), quality=75)  # coded 112x80
     set_max_pixels(56 * 40)
