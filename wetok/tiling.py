@@ -353,7 +353,10 @@ class Blocked:
                 y = y.add_(_pointwise(r, shortcut.weight) if shortcut is not None else r)
             if inject is not None:
                 y = inject(y, noise[:, :, o0:o1].to(y.device))
-            return shuffle(y) if shuffle is not None else y
+            if shuffle is None:
+                return y
+            # Channels-last like every other block: the statistics' matmul then sums in the same order.
+            return shuffle(y).contiguous(memory_format=torch.channels_last)
 
         def sink(o0: int, o1: int, y: Tensor) -> None:
             stats.add(y)
