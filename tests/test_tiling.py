@@ -205,3 +205,31 @@ def test_both_executors_run_the_same_walk(changes: dict) -> None:
         walk = partial(model.decoder.walk, codes=codes, noise=noise, style=tiling.style_stats(codes))
         picture = _blocked(model, walk, (1, 3, h * f, w * f))
         assert torch.allclose(picture, model.decoder(codes, noise), atol=1e-4, rtol=1e-4)
+
+
+def test_a_full_temporary_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No room for the scratch file: one line naming TMPDIR and what to do, through the CLI too (exit 1,
+    nothing written), not a bare "No space left on device"."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from wetok_cli.main import cli
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tiling.os, "posix_fallocate", full)
+    monkeypatch.setattr(tiling.tempfile, "tempdir", str(tmp_path))
+    model = tiny_model()
+    with pytest.raises(tiling.ScratchSpaceError, match=f"{tmp_path} \\(TMPDIR\\).*set TMPDIR"):
+        encode_tiled(model, torch.zeros(1, 3, 32, 32), tile=2)
+    Codec(model).save_pretrained(tmp_path / "m")
+    image = tmp_path / "big.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(image)
+    monkeypatch.setattr("wetok.codec.auto_tile_tokens", lambda *_: 2)  # beyond 2x2 tokens: on disk
+    result = CliRunner().invoke(cli, ["compress", str(image), "-m", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "(TMPDIR)" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "big.wtk").exists()
