@@ -262,6 +262,12 @@ def test_quality_over_the_pixel_limit_is_capped_in_the_codec(codec: Codec) -> No
         set_max_pixels(None)
 
 
+def test_unreachable_target_warns_in_the_api(codec: Codec) -> None:
+    with pytest.warns(UserWarning, match="even the smallest scale"):
+        data = codec.compress(photo(), size=10)
+    assert read_info(data).coded_size == rate.coded_size(40, 56, rate.MIN_SCALE)
+
+
 def test_coded_size_over_the_pixel_limit_refused_at_decode(codec: Codec) -> None:
     data = codec.compress(photo(), quality=75)  # coded 112x80
     set_max_pixels(56 * 40)

@@ -13,6 +13,7 @@ are thin wrappers around the file-object methods' work.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -284,10 +285,14 @@ class Codec:
 
         One rate knob at most (:mod:`wetok.rate`): ``quality`` 0..100, ``bpp`` (bits per pixel of the
         image) or ``size`` (bytes) as the largest file not above it; none: the image at its own size, as
-        always. :meth:`compress_choice` also says which scale was coded and whether a target was reached."""
-        return self.compress_choice(
+        always. :meth:`compress_choice` also says which scale was coded and whether a target was reached;
+        here its notes (a capped scale, a target even the smallest scale misses) become warnings."""
+        choice = self.compress_choice(
             image, mode, realism, seed, seed_search, quality=quality, bpp=bpp, size=size
-        ).data
+        )
+        for note in choice.notes:
+            warnings.warn(note, stacklevel=2)
+        return choice.data
 
     def compress_choice(
         self,
