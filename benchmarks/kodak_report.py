@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 from wetok import fileio
+from wetok.eval.classic import CLASSIC_CODECS
 from wetok.eval.evaluate import EvalOptions, EvalReport, Scorer, load_images, run_eval, write_json
-from wetok.eval.rate_sweep import DEFAULT_SCALES, evaluate_rate_sweep, markdown_rate_table
+from wetok.eval.rate_sweep import DEFAULT_SCALES, evaluate_rate_sweep, markdown_rate_table, run_rate_sweep
 from wetok.eval.report import crops_figure, markdown_table, plot_rate_rd, plot_rd, rate_crops_figure
 from wetok.fileio import find_images
 from wetok.metrics import detail_ratio
@@ -105,7 +106,7 @@ def rate_only(images: list, codec, out: Path, crops: int, progress) -> str:
         "model_id": codec.model_id_hex,
         "rate_scales": list(DEFAULT_SCALES),
     }
-    codecs = ["jpeg", "webp", "avif", "jpeg2000"]
+    codecs = list(CLASSIC_CODECS)
     evaluate_rate_sweep(
         codec, images, DEFAULT_SCALES, Scorer("none"), report, codecs, crop_rows=crops, progress=progress
     )
@@ -168,6 +169,7 @@ def main() -> None:
         crop_rows=args.crops,
     )
     report = run_eval(images, [codec], options, progress=progress)
+    run_rate_sweep(report, images, [codec], options, progress)
     write_json(report, args.out)
     note = plot_rd(report, args.out / "rd.png")
     report.notes += [note] if note else []

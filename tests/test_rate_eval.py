@@ -14,7 +14,7 @@ from PIL import Image
 from tests.test_evaluate import image_dir, model_dir  # noqa: F401 (fixtures)
 from wetok.eval.bd import bd_psnr, bd_rate
 from wetok.eval.evaluate import EvalOptions, load_images, run_eval, write_json
-from wetok.eval.rate_sweep import curve, markdown_rate_table
+from wetok.eval.rate_sweep import curve, markdown_rate_table, run_rate_sweep
 from wetok.eval.report import plot_rate_rd, rate_crops_figure
 from wetok.fileio import find_images
 from wetok.zoo import load_codec
@@ -57,7 +57,10 @@ def _options(**changes: object) -> EvalOptions:
 @pytest.fixture(scope="module")
 def swept(model_dir: Path, image_dir: Path):  # noqa: F811
     images = load_images(find_images([image_dir]))
-    return images, run_eval(images, [load_codec(str(model_dir))], _options())
+    codecs, options = [load_codec(str(model_dir))], _options()
+    report = run_eval(images, codecs, options)
+    run_rate_sweep(report, images, codecs, options)
+    return images, report
 
 
 def test_sweep_records_and_matched_sizes(swept) -> None:

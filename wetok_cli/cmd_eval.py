@@ -242,6 +242,10 @@ def eval_cmd(
         raise click.ClickException("no readable images to evaluate")
     with _Status() as say:
         report = run_eval(loaded, codec_objs, options, progress=say)
+        if rate_sweep:
+            from wetok.eval.rate_sweep import run_rate_sweep
+
+            run_rate_sweep(report, loaded, codec_objs, options, progress=say)
     _write_outputs(report, [rgb for _, rgb in loaded], out, crops, html, force)
     if as_json:
         print_line(json.dumps(report.to_dict(), indent=2, allow_nan=False))

@@ -70,6 +70,9 @@ CLASSIC_CODECS: dict[str, ClassicCodec] = {
 }
 
 
+BD_REFERENCE = "jpeg2000"  # the curve BD-rates are measured against (the rate sweep, wetok.eval.bd)
+
+
 def get_codec(name: str) -> ClassicCodec:
     key = name.strip().lower().replace("-", "").replace("j2k", "jpeg2000").replace("jpg", "jpeg")
     if key not in CLASSIC_CODECS:

@@ -78,7 +78,8 @@ class EvalOptions:
     # Decoder settings of models with a generative decoder: None = what `decompress` gives by default (the
     # model's default realism) and both ends, 0 and 1; models without one are evaluated as they decode.
     realisms: tuple[float, ...] | None = None
-    # Rate sweep of the first model (wetok.eval.rate_sweep): these scales, classic codecs at its sizes.
+    # Rate sweep of the first model (wetok.eval.rate_sweep.run_rate_sweep, after run_eval): these scales,
+    # classic codecs at its sizes.
     rate_scales: tuple[float, ...] = ()
     crop_rows: int = 4  # images whose rate-sweep reconstructions are kept for the crops figure
 
@@ -478,21 +479,6 @@ def run_eval(
         if options.sweep:
             settings = options.sweep_settings.get(cc.name, cc.sweep)
             evaluate_sweep(cc, images, settings, scorer, report, progress)
-    if options.rate_scales and codecs:
-        from wetok.eval.rate_sweep import evaluate_rate_sweep
-
-        usable = [n for n in options.codecs if classic.unavailable_reason(classic.get_codec(n)) is None]
-        evaluate_rate_sweep(
-            codecs[0],
-            images,
-            options.rate_scales,
-            scorer,
-            report,
-            usable,
-            options.match_iters,
-            options.crop_rows,
-            progress,
-        )
     if options.fid and report.recons:
         evaluate_fid(report, [rgb for _, rgb in images], options, progress)
     return report

@@ -17,10 +17,10 @@ import numpy as np
 
 from wetok.eval import classic
 from wetok.eval.bd import bd_psnr, bd_rate
-from wetok.eval.evaluate import EvalReport, Progress, Scorer, _record, _say
+from wetok.eval.evaluate import EvalOptions, EvalReport, Progress, Scorer, _record, _say
 
 DEFAULT_SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)  # about 0.014 to 0.18 bpp with the default model on Kodak
-REFERENCE = "jpeg2000"
+REFERENCE = classic.BD_REFERENCE
 
 
 def crop_picks(count: int, rows: int) -> list[int]:
@@ -28,6 +28,24 @@ def crop_picks(count: int, rows: int) -> list[int]:
     if count == 0 or rows == 0:
         return []
     return sorted(set(np.linspace(0, count - 1, min(rows, count)).round().astype(int).tolist()))
+
+
+def run_rate_sweep(
+    report: EvalReport,
+    images: list[tuple[str, np.ndarray]],
+    codecs: Sequence[Any],
+    options: EvalOptions,
+    progress: Progress | None = None,
+) -> None:
+    """After :func:`~wetok.eval.evaluate.run_eval`: the sweep of the first wetok codec at
+    ``options.rate_scales`` with the classic codecs of ``options`` this Pillow can run (nothing without
+    scales or a wetok codec). PSNR / SSIM / MS-SSIM only: no perceptual distance, no FID."""
+    if not options.rate_scales or not codecs:
+        return
+    usable = [n for n in options.codecs if classic.unavailable_reason(classic.get_codec(n)) is None]
+    scorer = Scorer("none")
+    args = (scorer, report, usable, options.match_iters, options.crop_rows, progress)
+    evaluate_rate_sweep(codecs[0], images, options.rate_scales, *args)
 
 
 def evaluate_rate_sweep(

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from wetok import fileio
-from wetok.eval.classic import CLASSIC_CODECS
+from wetok.eval.classic import BD_REFERENCE, CLASSIC_CODECS
 from wetok.eval.evaluate import EvalReport
 
 PLOT_EXTRA = "pip install 'wetok[plot]'"
@@ -293,7 +293,7 @@ _RATE_PANELS = (("psnr", "PSNR-RGB (dB)", lambda v: v), ("ms_ssim", "MS-SSIM-RGB
 
 
 def _rate_label(codec: str, bd: dict[str, float | None]) -> str:
-    if codec == "jpeg2000":
+    if codec == BD_REFERENCE:
         return "JPEG 2000 (reference)"
     name = CLASSIC_CODECS[codec].label if codec in CLASSIC_CODECS else "wetok (resampled)"
     return name + (f", BD-rate {bd[codec]:+.0f} %" if bd.get(codec) is not None else "")
@@ -309,7 +309,7 @@ def rate_crops_figure(
     originals: list[np.ndarray],
     path: Path,
     scales: tuple[str, ...] | None = None,
-    codecs: tuple[str, ...] = ("jpeg2000", "avif"),
+    codecs: tuple[str, ...] = (BD_REFERENCE, "avif"),
     size: int = 192,
 ) -> Path | None:
     """Rows of one detailed region per kept image: the original, then at each of two sweep scales (default:
