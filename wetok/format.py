@@ -29,7 +29,8 @@ end-4   4      CRC-32 (zlib/IEEE) of every byte before it
 The token grid ``h = ceil(Hc / f)``, ``w = ceil(Wc / f)`` (``Hc, Wc = H, W`` without a coded size) and the
 symbol count ``h * w * g`` are derived from the header, not stored, so they can never disagree with it. A
 coded size differs from ``H x W``, has one scale on both axes (each side rounds ``s * H``, ``s * W``, at least
-1) within ``1/16 .. 16``, and lies within the same side and pixel limits as the image size. Fixed overhead
+1) within ``1/16 .. 16``, and lies within the same side and pixel limits as the image size; decoding paints
+``Hc x Wc`` and resizes it to ``H x W`` with Pillow's Lanczos (:func:`wetok.rate.resample`). Fixed overhead
 is 14 bytes; a 256×256 or 768×512 file at ``g <= 4`` has a 19-byte header + checksum (a coded size: 3-5
 more). Payloads (:mod:`wetok.entropy`):
 
