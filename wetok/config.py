@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from wetok.errors import ConfigError
-from wetok.fileio import write_atomic
+from wetok.fileio import read_json_file, write_atomic
 
 CODEBOOK_ENTROPY_VARIANTS = ("pooled", "per_group")
 # Ranges checked before any tensor is built (a config file is input: ``num_res_blocks: 100000`` must not
@@ -167,7 +167,7 @@ class TokenizerConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TokenizerConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_json_file(path, 1 << 20))
 
     @classmethod
     def preset(cls, name: str) -> TokenizerConfig:

@@ -97,6 +97,11 @@ class RealismError(WetokError, ValueError):
     0..1."""
 
 
+class SmallFileError(WetokError, ValueError):
+    """A file wetok reads whole (a JSON side file, a shard) is not a regular file (a FIFO, a device, a
+    folder), is larger than such a file can be, or holds JSON nested too deeply to parse."""
+
+
 class ShardError(WetokError, ValueError):
     """A token shard or index (``wetok tokenize`` output) is missing, damaged or from another run."""
 
@@ -113,6 +118,7 @@ __all__ = [
     "PriorError",
     "RealismError",
     "ShardError",
+    "SmallFileError",
     "WetokError",
     "WtkFormatError",
 ]

@@ -10,9 +10,11 @@ import click
 
 from wetok.fileio import IMAGE_SUFFIXES
 from wetok_cli.common import (
+    REALISM_TYPE,
     WTK_SUFFIX,
     Reporter,
     UsageProblem,
+    WetokCommand,
     device_option,
     reporting_options,
     resolve_device,
@@ -22,7 +24,7 @@ from wetok_cli.outputs import show, write_output
 from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_codec, out_option
 
 
-@click.command("compress")
+@click.command("compress", cls=WetokCommand)
 @click.argument("images", nargs=-1, required=True)
 @out_option
 @click.option("-m", "--model", help=MODEL_HELP + "  [default: the bundled default model]")
@@ -35,7 +37,7 @@ from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_cod
 )
 @click.option(
     "--realism",
-    type=click.FloatRange(0, 1),
+    type=REALISM_TYPE,
     help="Decoder setting written into the file: 0 the faithful decoder (highest PSNR), 1 the generative "
     "one (photo-like texture), in hundredths between.  [default: the model's measured choice]",
 )

@@ -13,11 +13,13 @@ import click
 
 from wetok.fileio import IMAGE_SUFFIXES
 from wetok_cli.common import (
+    REALISM_TYPE,
     SEED_TYPE,
     WTK_SUFFIX,
     InputError,
     Reporter,
     UsageProblem,
+    WetokCommand,
     device_option,
     finite_number,
     reporting_options,
@@ -36,7 +38,7 @@ PAGE_SUFFIX = ".html"
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
 
 
-@click.command("decompress")
+@click.command("decompress", cls=WetokCommand)
 @click.argument("files", nargs=-1, required=True)
 @out_option
 @click.option(
@@ -52,7 +54,7 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"
 )
 @click.option(
     "--realism",
-    type=click.FloatRange(0, 1),
+    type=REALISM_TYPE,
     help="0 the faithful decoder, 1 the generative one, between them a blend.  [default: the file's]",
 )
 @click.option(

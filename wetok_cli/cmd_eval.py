@@ -12,7 +12,16 @@ import click
 from wetok.errors import OutputError
 from wetok.eval.classic import CLASSIC_CODECS
 from wetok.fileio import IMAGE_SUFFIXES, check_output
-from wetok_cli.common import SEED_TYPE, UsageProblem, device_option, escape, resolve_device, user_message
+from wetok_cli.common import (
+    REALISM_TYPE,
+    SEED_TYPE,
+    UsageProblem,
+    WetokCommand,
+    device_option,
+    escape,
+    resolve_device,
+    user_message,
+)
 from wetok_cli.inputs import expand_inputs
 from wetok_cli.outputs import print_line
 
@@ -40,7 +49,7 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
     return out
 
 
-@click.command("eval")
+@click.command("eval", cls=WetokCommand)
 @click.argument("images", nargs=-1, required=True)
 @click.option(
     "-m",
@@ -128,7 +137,7 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ..
 @click.option(
     "--realism",
     "realisms",
-    type=click.FloatRange(0, 1),
+    type=REALISM_TYPE,
     multiple=True,
     help="Decoder setting of a model with a generative decoder; repeat for several rows.  "
     "[default: the model's default, then 0 and 1]",

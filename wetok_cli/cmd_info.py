@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import WTK_SUFFIX, Reporter, print_table
+from wetok_cli.common import WTK_SUFFIX, Reporter, WetokCommand, print_table
 from wetok_cli.inputs import Input, read_wtk_input
 from wetok_cli.outputs import print_line
 from wetok_cli.per_file import for_each_file
@@ -27,7 +27,7 @@ _INFO_COLUMNS = (
 )
 
 
-@click.command("info")
+@click.command("info", cls=WetokCommand)
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file instead of the table.")
 @click.option("-q", "--quiet", is_flag=True, help="Errors only (check files through the exit code).")

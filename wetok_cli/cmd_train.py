@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from wetok_cli.common import WetokCommand
 
-@click.command("train")
+
+@click.command("train", cls=WetokCommand)
 @click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--set",
