@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 from click.testing import CliRunner
-from conftest import tiny_model
+from conftest import no_hang, tiny_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -106,3 +107,27 @@ def test_bundled_model_keeps_its_id() -> None:
     bundled = zoo.BUNDLED_DIR / "default-v1"  # the first released default (tests/test_released_models.py)
     assert read_model_id(bundled).hex() == "e05400c6dcf8"
     assert Codec.from_pretrained(bundled).model_id_hex == "e05400c6dcf8"
+
+
+@pytest.mark.parametrize("plant", ["fifo", "deep"])
+def test_a_hostile_model_id_json_elsewhere_breaks_nothing(
+    registry: Path, monkeypatch: pytest.MonkeyPatch, plant: str
+) -> None:
+    """A FIFO (opening it waited forever for a writer) or JSON nested too deeply (a RecursionError) as
+    ``model_id.json`` of another folder on the search path: the folder's id is computed from its files
+    instead, and every other model's files still decode."""
+    _saved_codec(registry / "a-planted", seed=1)
+    wanted = _saved_codec(registry / "b-wanted", seed=0)
+    planted = registry / "a-planted" / MODEL_ID_NAME
+    planted.unlink()
+    if plant == "fifo":
+        os.mkfifo(planted)
+    else:
+        planted.write_text("[" * 100_000 + "]" * 100_000)
+    (registry.parent / "x.wtk").write_bytes(wanted.compress(np.zeros((8, 8, 3), np.uint8)))
+    monkeypatch.chdir(registry.parent)
+    with no_hang():
+        for args in (["info", "x.wtk"], ["decompress", "x.wtk", "-o", "x.png"], ["models"]):
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 0, result.output
+        assert zoo.find_codec_by_model_id(wanted.model_id).path == registry / "b-wanted"
