@@ -74,7 +74,7 @@ def atomic_path(path: str | Path, *, exclusive: bool = False) -> Iterator[Path]:
     :class:`OutputError` is raised when it exists by then (another run created it meanwhile)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".part")
     os.close(fd)
     tmp = Path(name)
     try:
@@ -94,8 +94,23 @@ def atomic_path(path: str | Path, *, exclusive: bool = False) -> Iterator[Path]:
         raise
 
 
+_TEMPORARY_EXTRA = len("..XXXXXXXX.part")  # what mkstemp adds around the prefix's name
+
+
+def _temporary_prefix(path: Path) -> str:
+    """``.NAME.``, with ``NAME`` cut (in bytes, as the file system counts) so that ``.NAME.XXXXXXXX.part``
+    fits the folder's longest name: an output name of 241 to 255 bytes is valid, its temporary one not."""
+    try:
+        longest = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    name = os.fsencode(path.name)[: max(1, longest - _TEMPORARY_EXTRA)]
+    return f".{os.fsdecode(name)}."
+
+
 # Where a file system has no hard links (FAT, some network and FUSE mounts), the final name is reserved
-# with O_EXCL and then replaced: still one winner, at the price of an empty file visible for a moment.
+# with O_EXCL and then replaced: still one winner, at the price of an empty file visible for a moment (and
+# removed again when the run is interrupted before the rename).
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
 
 
@@ -113,10 +128,18 @@ def _create_from(tmp: Path, path: Path) -> None:
         if e.errno not in _NO_LINKS:
             raise
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileExistsError:
         raise taken from None
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C before the rename: give the name back, or the next run finds it taken
+        with suppress(OSError):
+            if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+                os.unlink(path)  # still the empty file this run reserved, not one renamed over it
+        raise
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path: str | Path, data: bytes | str, *, exclusive: bool = False) -> None:
