@@ -99,3 +99,15 @@ def test_claims_refuse_inputs_duplicates_and_read_files(tmp_path: Path) -> None:
     claims.claim([tmp_path / "o.png", tmp_path / "o.html"], force=False)
     with pytest.raises(InputError, match="already written by another input"):
         claims.claim([tmp_path / "o.png"], force=True)
+
+
+def test_a_link_planted_as_a_folder_below_the_output_folder_is_refused(tmp_path: Path) -> None:
+    """``-o out/`` with inputs ``photos/sub/q.png``: ``out/sub`` a link to another folder would carry the
+    output there. The output folder itself may be a link (the user named it)."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").symlink_to(tmp_path / "elsewhere")
+    inputs = [Input(Path("photos/sub/q.png"), Path("sub/q.png"))]
+    with pytest.raises(UsageProblem, match="sub is a symbolic link"):
+        output_paths(inputs, str(tmp_path / "out"), ".wtk")
+    assert output_paths(inputs, str(tmp_path / "out" / "sub"), ".wtk")[0].parent.name == "sub"

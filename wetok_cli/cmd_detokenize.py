@@ -49,7 +49,9 @@ def _items(_ctx: click.Context, _param: click.Parameter, value: str) -> slice:
 )
 @click.option("--columns", type=click.IntRange(1), default=None, help="Grid columns.  [default: ~square]")
 @click.option("-m", "--model", help="Model name or directory.  [default: the one index.json names]")
-@click.option("--seed", type=SEED_TYPE, default=0, show_default=True, help="Noise seed of a generative decoder.")
+@click.option(
+    "--seed", type=SEED_TYPE, default=0, show_default=True, help="Noise seed of a generative decoder."
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output image.")
 @device_option
 def detokenize_cmd(

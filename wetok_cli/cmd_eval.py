@@ -185,10 +185,7 @@ def eval_cmd(
 
     if models and no_model:
         raise click.UsageError("give --model or --no-model, not both")
-    try:  # a dangling symbolic link counts as existing; a folder or device is never a report file
-        check_output(out / "eval.json", force)
-    except OutputError as e:
-        raise click.ClickException(f"{e} (the report in {out})") from None
+    _check_report(out, force, crops, html)
     paths = _image_paths(images)
     if threads:
         torch.set_num_threads(threads)
@@ -226,6 +223,25 @@ def eval_cmd(
         _print_tables(report)
     if unreadable:
         raise click.exceptions.Exit(1)  # as every command: some inputs failed, the others were processed
+
+
+def _check_report(out: Path, force: bool, crops: int, html: bool) -> None:
+    """Before any work: every file of the report may be written. Without --force none exists, and the
+    folders rd/ and report_files/ hold no earlier report's files; they are real folders, never symbolic
+    links. A dangling symbolic link counts as existing; a folder or a device is never a report file."""
+    from wetok.eval.html import FILES_DIR
+
+    names = ["eval.json", "rd.png"] + ["crops.png"] * bool(crops) + ["report.html"] * html
+    try:
+        for name in names:
+            check_output(out / name, force)
+        for folder in [out / "rd"] + [out / FILES_DIR] * html:
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise OutputError(f"{folder} is not a folder (a symbolic link?); refusing to write into it")
+            if not force and folder.is_dir() and any(folder.iterdir()):
+                raise OutputError(f"{folder} holds an earlier report's files; use --force to overwrite them")
+    except OutputError as e:
+        raise click.ClickException(f"{e} (the report in {out})") from None
 
 
 def _image_paths(images: tuple[str, ...]) -> list[Path]:
@@ -283,18 +299,18 @@ def _write_outputs(
     from wetok.eval.report import crops_figure, plot_rd
 
     written = list(write_json(report, out, exclusive=not force).values())
-    note = plot_rd(report, out / "rd.png")
+    note = plot_rd(report, out / "rd.png", exclusive=not force)
     if note:
         report.notes.append(note)
         click.echo(note, err=True)
     else:
         written.append(out / "rd.png")
     if crops and report.recons:
-        written.append(crops_figure(report, originals, out / "crops.png", rows=crops))
+        written.append(crops_figure(report, originals, out / "crops.png", rows=crops, exclusive=not force))
     if html:
         from wetok.eval.html import eval_page, write_page
 
-        written.append(write_page(eval_page(report, originals), out / "report.html"))
+        written.append(write_page(eval_page(report, originals), out / "report.html", exclusive=not force))
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
 
 

@@ -494,7 +494,7 @@ def write_json(report: EvalReport, out_dir: Path, exclusive: bool = False) -> di
     """``out_dir/eval.json`` (everything) and ``out_dir/rd/<name>.json`` (CompressAI layout, per codec).
 
     Every file is written atomically (a full disk leaves no half or empty file; a symbolic link planted in
-    its place is replaced, never followed); ``exclusive``: ``eval.json`` is created, never replaced."""
+    its place is replaced, never followed); ``exclusive``: each is created, never replaced."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"eval": out_dir / "eval.json"}
     text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -502,6 +502,6 @@ def write_json(report: EvalReport, out_dir: Path, exclusive: bool = False) -> di
     for curve in report.rd_curves():
         slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in curve["name"].lower()).strip("-")
         path = out_dir / "rd" / f"{slug}.json"
-        fileio.write_atomic(path, json.dumps(curve, indent=2, allow_nan=False) + "\n")
+        fileio.write_atomic(path, json.dumps(curve, indent=2, allow_nan=False) + "\n", exclusive=exclusive)
         paths[f"rd/{slug}"] = path
     return paths

@@ -122,9 +122,9 @@ def _db(ms_ssim: float | None) -> float | None:
     return None if ms_ssim is None or ms_ssim >= 1 else -10 * math.log10(1 - ms_ssim)
 
 
-def plot_rd(report: EvalReport, path: Path) -> str | None:
+def plot_rd(report: EvalReport, path: Path, exclusive: bool = False) -> str | None:
     """PSNR and MS-SSIM (dB) against bpp, plus the perceptual distance if any; returns a one-line note
-    instead when matplotlib is missing."""
+    instead when matplotlib is missing. ``exclusive``: create ``path``, never replace it."""
     try:
         import matplotlib
 
@@ -144,7 +144,7 @@ def plot_rd(report: EvalReport, path: Path) -> str | None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{len(report.names)} images; hollow markers: classic codecs at the wetok file size")
     fig.tight_layout()
-    with fileio.atomic_path(path) as tmp:
+    with fileio.atomic_path(path, exclusive=exclusive) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return None
@@ -209,9 +209,11 @@ def crops_figure(
     rows: int = 4,
     size: int = 192,
     runs: list[str] | None = None,
+    exclusive: bool = False,
 ) -> Path:
     """Rows of the same detailed region per image: original, then each run (default: models and
-    matched-size classic codecs), each captioned with its bpp and PSNR on that image."""
+    matched-size classic codecs), each captioned with its bpp and PSNR on that image. ``exclusive``:
+    create ``path``, never replace it."""
     runs = runs if runs is not None else list(report.recons)
     picks = sorted(set(np.linspace(0, len(originals) - 1, min(rows, len(originals))).round().astype(int)))
     cap, font = 34, _font(13)
@@ -230,7 +232,7 @@ def crops_figure(
             sheet.paste(Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s])), (left, top))
             draw.text((left + 2, top + s + 2), title, fill="black", font=font)
             draw.text((left + 2, top + s + 17), caption, fill="#444444", font=font)
-    with fileio.atomic_path(path) as tmp:
+    with fileio.atomic_path(path, exclusive=exclusive) as tmp:
         sheet.save(tmp, format="PNG")
     return path
 
