@@ -328,6 +328,8 @@ def load_generative_decoder(path: Path, config: TokenizerConfig) -> tuple[Decode
     level) and its default realism; checked like the model's own weights, one line naming the file."""
     from wetok.modeldir import ModelFilesError, check_state, read_weights, weights_metadata
 
+    if config.generative:  # the add-on's place is beside a model whose own decoder is the faithful one
+        raise ModelFilesError(f"{path}: the model's own decoder is generative already; remove this add-on")
     decoder = Decoder(config.replace(generative=True, level_noise=True))
     state = read_weights(path)
     check_state(path, state, decoder.state_dict())

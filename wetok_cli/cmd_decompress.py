@@ -178,7 +178,7 @@ def _decompress_one(
 
     data = read_wtk_input(item)
     info = read_info(data)
-    codec = models.get(info.model_id)
+    codec = models.get(info.model_id, realism if realism is not None else info.realism)
     start = time.perf_counter()
     try:
         image = codec.decompress(data, seed=seed, noise_scale=noise_scale, realism=realism)
@@ -223,7 +223,7 @@ def _other_realisms(models: _ModelCache, item: Input, realism: float | None) -> 
 
     data = read_wtk_input(item)
     info = read_info(data)
-    codec = models.get(info.model_id)
+    codec = models.get(info.model_id, 1.0)  # one with the generative add-on, where one has it
     if not codec.model.has_generative_decoder:
         return []
     used = realism if realism is not None else info.realism
@@ -267,7 +267,7 @@ class _ModelCache:
         self.model, self.device, self.reporter = model, device, reporter
         self.fixed: Any = None
         self.extra: list[Path] = []
-        self.codecs: dict[bytes, Any] = {}
+        self.codecs: dict[tuple[bytes, bool], Any] = {}
         if model is not None:
             from wetok.modeldir import is_model_dir
 
@@ -277,23 +277,25 @@ class _ModelCache:
             else:
                 self.fixed = load_codec(model, device, reporter)
 
-    def get(self, model_id: bytes) -> Any:
+    def get(self, model_id: bytes, realism: float | None = None) -> Any:
+        """The codec of ``model_id``; for ``realism`` above 0 one with the generative add-on, if any has."""
         if self.fixed is not None:
             return self.fixed  # its decompress() refuses files of another model, naming both
-        if model_id not in self.codecs:
+        key = (model_id, bool(realism))
+        if key not in self.codecs:
             from wetok.zoo import ModelNotFoundError, find_codec_by_model_id
 
             start = time.perf_counter()
             try:
-                codec = find_codec_by_model_id(model_id, extra=self.extra, device=self.device)
+                codec = find_codec_by_model_id(model_id, self.extra, self.device, realism=realism)
             except ModelNotFoundError as e:
                 raise InputError(f"{e}; pass --model NAME|DIR") from None
             self.reporter.info(
                 f"loaded model {codec.name} ({codec.model_id_hex}) on {self.device} "
                 f"in {time.perf_counter() - start:.1f} s"
             )
-            self.codecs[model_id] = codec
-        return self.codecs[model_id]
+            self.codecs[key] = codec
+        return self.codecs[key]
 
 
 def _reference_for(reference: Path, item: Input) -> Path:
