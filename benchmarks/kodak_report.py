@@ -22,6 +22,7 @@ from wetok.eval.evaluate import EvalOptions, EvalReport, load_images, run_eval, 
 from wetok.eval.report import crops_figure, markdown_table, plot_rd
 from wetok.fileio import find_images
 from wetok.metrics import detail_ratio
+from wetok.setting import DecoderSetting
 from wetok.zoo import load_codec
 
 
@@ -40,7 +41,7 @@ def generative_table(report: EvalReport, codec, originals: list) -> str:
             diffs = []
             for orig, recon in zip(originals, recons, strict=True):
                 tokens, size = codec.encode_tokens(orig)
-                other = np.asarray(codec.decode_tokens(tokens, size, seed=1, realism=realism))
+                other = np.asarray(codec.decode_tokens(tokens, size, DecoderSetting(realism, 1)))
                 diffs.append(np.abs(other.astype(float) - recon.astype(float)).mean())
             spread = f"{np.mean(diffs):.2f}"
         rows.append(f"| {report.labels[run]} | {detail:.2f} | {spread} |")

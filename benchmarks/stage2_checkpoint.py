@@ -19,6 +19,7 @@ import torch
 from wetok.fileio import find_images
 from wetok.image import open_image
 from wetok.metrics import detail_ratio, ms_ssim, psnr
+from wetok.setting import DecoderSetting
 from wetok.tokenizer import Tokenizer
 from wetok.zoo import load_codec
 from wetok_train.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -46,7 +47,7 @@ def main() -> None:
     for realism in (float(r) for r in args.realism.split(",")):
         rows = []
         for orig, (tokens, size) in zip(originals, coded, strict=True):
-            a, b = (np.asarray(codec.decode_tokens(tokens, size, seed=s, realism=realism)) for s in (0, 1))
+            a, b = (np.asarray(codec.decode_tokens(tokens, size, DecoderSetting(realism, s))) for s in (0, 1))
             spread = np.abs(a.astype(float) - b.astype(float)).mean()
             rows.append((psnr(a, orig), ms_ssim(a, orig), detail_ratio(orig, a), spread))
         p, m, d, s = np.mean(rows, axis=0)

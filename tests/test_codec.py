@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from wetok import Tokenizer, TokenizerConfig, zoo
-from wetok.codec import Codec, compress, decode_tiled, decompress, encode_tiled, read_info
+from wetok.codec import Codec, compress, decompress
 from wetok.errors import ModelMismatchError, WtkFormatError
 from wetok.image import (
     ImageConversionWarning,
@@ -22,7 +22,9 @@ from wetok.image import (
     tile_spans,
     to_rgb_array,
 )
+from wetok.info import read_info
 from wetok.prior import fit_prior
+from wetok.tiling import decode_tiled, encode_tiled
 
 
 def tiny_model(seed: int = 0, generative: bool = False) -> Tokenizer:
@@ -78,7 +80,7 @@ def test_pack_tokens_checks_shape_and_range(codec: Codec) -> None:
 
 def test_compress_decompress_keeps_size(codec: Codec) -> None:
     data = codec.compress(noise_image(37, 29))
-    image = codec.decompress(data)
+    image = codec.decompress(data).image
     assert image.mode == "RGB" and image.size == (29, 37)
 
 
@@ -102,7 +104,7 @@ def test_module_level_wrappers_accept_a_bare_tokenizer() -> None:
     model = tiny_model(2)
     data = compress(noise_image(10, 12), model, mode="static")
     assert read_info(data).mode == "raw"  # uniform prior: static never saves bytes
-    assert decompress(data, model).size == (12, 10)
+    assert decompress(data, model).image.size == (12, 10)
     with pytest.raises(TypeError):
         compress(noise_image(4, 4), object())
 
@@ -115,7 +117,7 @@ def test_file_object_versions(codec: Codec, tmp_path: Path) -> None:
     n = codec.compress_file(png, out)
     assert n == len(out.getvalue())
     out.seek(0)
-    image = codec.decompress_file(out, tmp_path / "x.png")
+    image = codec.decompress_file(out, tmp_path / "x.png").image
     assert Image.open(tmp_path / "x.png").size == image.size == (11, 9)
     codec.compress_file(tmp_path / "x.png", tmp_path / "x.wtk")
     buf = io.BytesIO()
@@ -126,10 +128,10 @@ def test_file_object_versions(codec: Codec, tmp_path: Path) -> None:
 def test_generative_seed_reproducible() -> None:
     codec = Codec(tiny_model(3, generative=True))
     data = codec.compress(noise_image(12, 12))
-    a, b = np.asarray(codec.decompress(data, seed=5)), np.asarray(codec.decompress(data, seed=5))
+    a, b = np.asarray(codec.decompress(data, seed=5).image), np.asarray(codec.decompress(data, seed=5).image)
     np.testing.assert_array_equal(a, b)
     # conv_in's noise weights are random here, so another seed gives other pixels
-    assert not np.array_equal(a, np.asarray(codec.decompress(data, seed=6)))
+    assert not np.array_equal(a, np.asarray(codec.decompress(data, seed=6).image))
 
 
 # -- model ids --------------------------------------------------------------------------------------------

@@ -92,7 +92,12 @@ class OutputError(WetokError, ValueError):
     neither a regular file nor something written into (a device, a FIFO)."""
 
 
-class RealismError(WetokError, ValueError):
+class DecoderSettingError(WetokError, ValueError):
+    """A decoder setting (:mod:`wetok.setting`) that cannot be used: a seed a file cannot hold, a seed
+    search where the decoder takes no noise, a negative noise scale."""
+
+
+class RealismError(DecoderSettingError):
     """A realism the model cannot decode: above 0 for a model without a generative decoder, or outside
     0..1."""
 
@@ -106,6 +111,7 @@ __all__ = [
     "ConfigError",
     "ContextMismatchError",
     "ContextModelError",
+    "DecoderSettingError",
     "ImageTooLargeError",
     "ModelMismatchError",
     "ModelNotFoundError",
