@@ -14,14 +14,7 @@ from PIL import Image
 from wetok import Tokenizer, TokenizerConfig, zoo
 from wetok.codec import Codec, compress, decompress
 from wetok.errors import ModelMismatchError, WtkFormatError
-from wetok.image import (
-    ImageConversionWarning,
-    blend_weights,
-    core_spans,
-    pad_to_multiple,
-    tile_spans,
-    to_rgb_array,
-)
+from wetok.image import ImageConversionWarning, pad_to_multiple, to_rgb_array
 from wetok.info import read_info
 from wetok.prior import fit_prior
 from wetok.tiling import decode_tiled, encode_tiled
@@ -268,19 +261,6 @@ def test_padding() -> None:
 
 
 # -- tiling -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "n, tile, overlap", [(100, 32, 4), (33, 12, 4), (50, 12, 4), (7, 9, 3), (64, 30, 10)]
-)
-def test_tile_spans_cover_and_weights_sum_to_one(n: int, tile: int, overlap: int) -> None:
-    spans = tile_spans(n, tile, overlap)
-    assert spans[0][0] == 0 and spans[-1][1] == n and all(e - s <= tile for s, e in spans)
-    total = np.zeros(n * 2)
-    for (s, e), w in zip(spans, blend_weights(spans, 2), strict=True):
-        total[s * 2 : e * 2] += w
-    np.testing.assert_allclose(total, 1.0, atol=1e-6)
-    assert sum(e - s for s, e in core_spans(n, tile)) == n
-
-
 def test_tiled_real_model_equals_untiled(codec: Codec) -> None:
     """The exact engine (details in tests/test_tiling.py): tiles and blocks change nothing."""
     x = torch.rand(1, 3, 40, 48) * 2 - 1
