@@ -1,4 +1,4 @@
-"""Images in and out of the codec: mode conversion, tensors, padding, and tiling helpers.
+"""Images in and out of the codec: mode conversion, tensors and padding.
 
 Pixels are uint8 RGB ``[H, W, 3]`` arrays at the boundary and float tensors ``[1, 3, H, W]`` in ``[-1, 1]``
 inside (``x = uint8 / 127.5 - 1``; back: ``((y + 1) * 127.5).round().clamp(0, 255)``).
