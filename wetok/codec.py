@@ -32,7 +32,7 @@ from wetok.limits import check_pixels
 from wetok.memory import auto_tile_tokens, check_memory
 from wetok.modeldir import load_prior, model_id_of, write_model_id
 from wetok.prior import Prior
-from wetok.setting import DecoderSetting, for_decode, for_file, of_file, search_seed
+from wetok.setting import DecoderSetting, decoder_and_noise, for_decode, for_file, of_file, search_seed
 from wetok.tiling import decode_tiled, encode_tiled
 from wetok.tokenizer import Tokenizer
 
@@ -145,9 +145,8 @@ class Codec:
         setting = setting or DecoderSetting()
         check_pixels(size[1], size[0])
         check_memory(self.model.config, size[0], size[1], self.tile_tokens, "decode")
-        rgb = decode_tiled(
-            self.model, tokens, self.tile_tokens, setting.seed, setting.noise_scale, realism=setting.realism
-        )
+        decoder, noise = decoder_and_noise(self.model, setting, tuple(tokens.shape[1:3]))
+        rgb = decode_tiled(self.model, tokens, self.tile_tokens, decoder=decoder, noise=noise)
         return to_pil(np.ascontiguousarray(rgb[: size[0], : size[1]]))
 
     # -- tokens ↔ bytes ------------------------------------------------------------------------------------

@@ -227,6 +227,16 @@ def draw_noise(model: Tokenizer, setting: DecoderSetting, codes_shape: Sequence[
     return maps
 
 
+def decoder_and_noise(
+    model: Tokenizer, setting: DecoderSetting, grid: tuple[int, int]
+) -> tuple[Decoder, list[Tensor] | None]:
+    """What the executor (:func:`wetok.tiling.decode_tiled`) is given to paint a ``grid = (h, w)`` token
+    grid as ``setting`` says: the decoder, and its noise maps for the whole grid (``None`` if it takes
+    none)."""
+    codes_shape = (1, model.config.latent_dim, *grid)
+    return decoder_for(model, setting.realism), draw_noise(model, setting, codes_shape)
+
+
 # -- seed search ---------------------------------------------------------------------------------------------
 # The distance is MS-SSIM, which no training loss of wetok optimises (L1, effnet-lite0 and the discriminator
 # do), so a better seed by this measure is a better seed, not one the decoder was trained to please.

@@ -125,8 +125,8 @@ class Tokenizer(nn.Module):
         self.default_realism = default_realism
 
     def decoder_for(self, realism: float | None) -> Decoder:
-        """:func:`wetok.setting.decoder_for` (kept for :mod:`wetok.tiling` until its executor is given
-        the decoder and noise)."""
+        """:func:`wetok.setting.decoder_for` (kept for :func:`wetok.tiling.decode_tiled`'s ``realism=``
+        fallback; the codec gives it the decoder and noise)."""
         return setting.decoder_for(self, realism)
 
     def draw_noise(
@@ -136,8 +136,8 @@ class Tokenizer(nn.Module):
         noise_scale: float = 1.0,
         realism: float | None = None,
     ) -> list[Tensor]:
-        """:func:`wetok.setting.draw_noise` (kept for :mod:`wetok.tiling` until its executor is given the
-        decoder and noise)."""
+        """:func:`wetok.setting.draw_noise` (kept for :func:`wetok.tiling.decode_tiled`'s ``seed=``
+        fallback; the codec gives it the decoder and noise)."""
         chosen = setting.DecoderSetting(realism or 0.0, seed or 0, noise_scale)
         return setting.draw_noise(self, chosen, codes_shape) or []
 
