@@ -127,7 +127,7 @@ def _decoder_setting(
         raise UsageProblem(f"--realism {realism:g}: {e}") from None
     except DecoderSettingError as e:
         raise UsageProblem(f"--seed-search {seed_search}: {e}") from None
-    tried = seed_candidates(setting, seed_search) if setting is not None else range(1)
+    tried = seed_candidates(setting, seed_search) if seed_search > 1 else range(1)  # a search has a setting
     if len(tried) < seed_search:
         reporter.warn(
             "--seed-search",
