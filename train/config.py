@@ -69,6 +69,7 @@ class TrainConfig:
     # Stage 2: noise inputs after every decoder block (level_noise) and a mode-seeking term that pushes the
     # decodes of two noise draws apart (on diversity_fraction of the batch, decoded twice).
     level_noise: bool = False
+    head_channels: int = 0  # a full-resolution head of this width on the generative decoder (0: none)
     diversity_weight: float = 0.0
     diversity_target: float = 0.02  # mean |decode(z1) - decode(z2)| on the [-1, 1] scale (2.55 on 0..255)
     diversity_fraction: float = 0.5  # share of the batch decoded a second time for the diversity term
@@ -245,6 +246,7 @@ _NONNEGATIVE_INTS = (
     "threads",
     "seed",
     "widen_groups",
+    "head_channels",
 )
 _WEIGHTS = (
     "l1_weight",

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from wetok.device import resolve_device
 from wetok.errors import WetokError
 from wetok.modeldir import is_model_dir
-from wetok.tokenizer import Tokenizer
+from wetok.tokenizer import Tokenizer, widen_for_noise
 from wetok_train.checkpoint import (
     CHECKPOINT_NAME,
     LEGACY_CHECKPOINT_NAME,
@@ -120,7 +120,15 @@ def initial_model(cfg: TrainConfig) -> Tokenizer:
     if not cfg.init_from:
         raise ValueError("stage 2 needs init_from: a stage-1 model directory or checkpoint")
     base = load_init_model(cfg.init_from)
-    model = base if base.config.generative else base.to_generative(level_noise=cfg.level_noise)
+    if base.config.generative:
+        model = base
+    elif base.has_generative_decoder:  # a shipped stage 2 beside the model: continue it, never start over
+        model = base.to_generative(level_noise=True, head_channels=cfg.head_channels)
+        fresh = model.decoder.state_dict()
+        shipped = base.decoder_for(1).state_dict()
+        model.decoder.load_state_dict(widen_for_noise(shipped, fresh, keep_new=fresh))
+    else:
+        model = base.to_generative(level_noise=cfg.level_noise, head_channels=cfg.head_channels)
     for p in [*model.encoder.parameters(), *model.quantizer.parameters()]:
         p.requires_grad_(False)
     return model.train()

@@ -191,14 +191,20 @@ def blend_decoders(base: Decoder, generative: Decoder, realism: float) -> Decode
     return blended.eval()
 
 
-def widen_for_noise(state: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
+def widen_for_noise(
+    state: dict[str, Tensor], target: dict[str, Tensor], keep_new: dict[str, Tensor] | None = None
+) -> dict[str, Tensor]:
     """``state`` of a decoder (or tokenizer) made to fit ``target``, its generative version: ``conv_in`` gains
     zero weights for the noise channels, noise injections start at zero (stage 2 starts from this; a blend
-    mixes it with the generative decoder)."""
+    mixes it with the generative decoder). Weights ``state`` lacks are zero, or taken from ``keep_new`` (a
+    fresh initialisation) where it has them: the full-resolution head's inner convolutions need non-zero
+    weights to learn, its zero output convolution keeps the picture."""
     out = {}
     for key, ref in target.items():
         value = state.get(key)
-        if value is None:
+        if value is None and keep_new is not None and "head." in key and key in keep_new:
+            out[key] = keep_new[key].clone().to(ref.dtype)
+        elif value is None:
             out[key] = torch.zeros_like(ref)
         elif value.shape != ref.shape:
             if not key.endswith("conv_in.weight") or 2 * value.shape[1] != ref.shape[1]:
