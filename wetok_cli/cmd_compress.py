@@ -131,7 +131,7 @@ def _decoder_setting(
     if len(tried) < seed_search:
         reporter.warn(
             "--seed-search",
-            f"tries {len(tried)} seeds, not {seed_search}: {tried.start}..{MAX_SEED} "
+            f"tries {len(tried)} seed{'s' * (len(tried) > 1)}, not {seed_search}: {tried.start}..{MAX_SEED} "
             f"({MAX_SEED} is the largest seed a file holds)",
         )
     return setting
