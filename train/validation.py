@@ -13,6 +13,7 @@ energy, :func:`wetok.metrics.detail_ratio`) and the seed spread (mean |seed 0 - 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -57,13 +58,16 @@ def centre_crops(paths: Sequence[Path], crop: int, multiple: int, count: int) ->
     side = crop - crop % multiple
     crops = []
     for path in paths:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            if min(w, h) < side:
-                continue
-            left, top = (w - side) // 2, (h - side) // 2
-            crops.append(np.asarray(im.crop((left, top, left + side, top + side)), dtype=np.uint8))
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                if min(w, h) < side:
+                    continue
+                left, top = (w - side) // 2, (h - side) // 2
+                crops.append(np.asarray(im.crop((left, top, left + side, top + side)), dtype=np.uint8))
+        except (OSError, ValueError) as e:  # as the training data does: skip it, say so
+            warnings.warn(f"skipping unreadable image {path}: {e}", stacklevel=2)
         if len(crops) == count:
             break
     if not crops or side < 3:
