@@ -329,3 +329,22 @@ def test_two_ranks_split_the_shards_and_write_one_index(
     )
     messages = {(tmp_path / f"ddp.refused.{r}").read_text() for r in (0, 1)}
     assert len(messages) == 1 and "other settings (preprocess differ)" in messages.pop()
+
+
+def test_images_at_their_own_size_get_the_tokens_of_their_wtk(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--size none``: equal-sized images are not batched through the dense pass (whose rounding can flip
+    a latent's sign) but encoded as ``compress`` encodes them, so the tokens are the ``.wtk``'s."""
+    from wetok.tokenize_images import encode_batch
+
+    codec = Codec.from_pretrained(model_dir)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    batched = encode_batch(codec, images)  # a fixed size: one dense batch
+    monkeypatch.setattr(codec.model, "encode", lambda x: pytest.fail("dense pass used for exact tokens"))
+    exact = encode_batch(codec, images, exact=True)
+    for image, tokens, dense in zip(images, exact, batched, strict=True):
+        from_file = codec.unpack_tokens(codec.compress(image))[0][0].numpy()
+        assert np.array_equal(tokens, from_file)
+        assert (tokens == dense).mean() > 0.9

@@ -31,12 +31,11 @@ from wetok.image import array_to_tensor, open_image, pad_to_multiple, to_pil, to
 from wetok.limits import check_pixels
 from wetok.modeldir import load_prior, model_id_of, write_model_id
 from wetok.prior import Prior
-from wetok.tiling import (  # noqa: F401 (slice_noise re-exported)
+from wetok.tiling import (
     block_token_rows,
     decode_tiled,
     encode_tiled,
     on_disk,
-    slice_noise,
 )
 from wetok.tokenizer import Tokenizer
 

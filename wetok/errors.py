@@ -97,6 +97,10 @@ class RealismError(WetokError, ValueError):
     0..1."""
 
 
+class ScratchSpaceError(WetokError, OSError):
+    """The temporary folder (``TMPDIR``) has no room for the scratch file of a large image's buffers."""
+
+
 class ShardError(WetokError, ValueError):
     """A token shard or index (``wetok tokenize`` output) is missing, damaged or from another run."""
 

@@ -2,6 +2,9 @@
 
 Shapes: images ``[B, 3, H, W]`` in ``[-1, 1]``; latents ``[B, d, H/f, W/f]`` with
 ``f = patch_size · 2^(L-1)``, ``L = len(ch_mult)``.
+
+Each network's walk is written once (``walk(ex, ...)``) and run by an executor (:mod:`wetok.layers`):
+``forward`` runs it densely; :mod:`wetok.tiling` runs the same walk in blocks with whole-image statistics.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wetok.config import TokenizerConfig
-from wetok.layers import AdaptiveGroupNorm, NoiseInjection, ResBlock, Upsampler, norm, style_stats
+from wetok.layers import DENSE, AdaptiveGroupNorm, NoiseInjection, ResBlock, Upsampler, norm, style_stats
 
 
 def _blocks(cin: int, cout: int, n: int, norm_groups: int) -> nn.ModuleList:
@@ -58,18 +61,20 @@ class Encoder(nn.Module):
         self.norm_out = norm(cin, cfg.norm_groups)
         self.conv_out = nn.Conv2d(cin, cfg.latent_dim, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.patch_size > 1:
-            x = F.pixel_unshuffle(x, self.patch_size)
-        x = self.conv_in(x)
+    def walk(self, ex, x):
+        """Image → latent on executor ``ex`` (the blocked executor streams the latent to its sink)."""
+        x = ex.conv(ex.input(x, self.patch_size), self.conv_in)
         for level in self.down:
             for block in level.block:
-                x = block(x)
+                x = block.walk(ex, x)
             if hasattr(level, "downsample"):
-                x = level.downsample(x)
+                x = ex.conv(x, level.downsample)
         for block in self.mid_block:
-            x = block(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+            x = block.walk(ex, x)
+        return ex.result(x, self.conv_out, norm=self.norm_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.walk(DENSE, x)
 
 
 class Decoder(nn.Module):
@@ -120,6 +125,41 @@ class Decoder(nn.Module):
                 shapes += [(b, 1, h * scale, w * scale)] * self.num_res_blocks
         return shapes
 
+    def check_noise(
+        self, codes_shape: Sequence[int], noise: Tensor | Sequence[Tensor] | None
+    ) -> list[Tensor]:
+        """``noise`` as the list of maps this decoder takes for codes of ``codes_shape`` (a lone tensor is the
+        input's); a ``ValueError`` when the shapes are not those of :meth:`noise_shapes`."""
+        maps = [noise] if isinstance(noise, Tensor) else list(noise or [])
+        if not self.generative:
+            return []
+        expected = self.noise_shapes(codes_shape)
+        if [tuple(m.shape) for m in maps] != expected:
+            raise ValueError(f"a generative decoder needs noise maps of shapes {expected}")
+        return maps
+
+    def walk(self, ex, codes: Tensor, noise: Tensor | Sequence[Tensor] | None, style: tuple[Tensor, Tensor]):
+        """Codes (plus noise) → image on executor ``ex``; ``style``: the codes' statistics
+        (:func:`~wetok.layers.style_stats`, of the whole image)."""
+        maps = self.check_noise(codes.shape, noise)
+        x = torch.cat([codes, maps[0].to(codes.device, codes.dtype)], dim=1) if self.generative else codes
+        x = ex.conv(ex.input(x), self.conv_in)
+        level_maps = iter(maps[1:])
+        for block in self.mid_block:
+            x = block.walk(ex, x)
+        for i in reversed(range(len(self.up))):
+            x = self.adaptive[i].walk(ex, x, style)
+            level = self.up[i]
+            for k, block in enumerate(level.block):
+                if hasattr(level, "noise"):
+                    x = block.walk(ex, x, level.noise[k], next(level_maps))
+                else:
+                    x = block.walk(ex, x)
+            if hasattr(level, "upsample"):
+                x = level.upsample.walk(ex, x)
+        shuffle = (lambda y: F.pixel_shuffle(y, self.patch_size)) if self.patch_size > 1 else None
+        return ex.result(x, self.conv_out, norm=self.norm_out, shuffle=shuffle, scale=self.patch_size)
+
     def forward(
         self,
         codes: Tensor,
@@ -127,27 +167,5 @@ class Decoder(nn.Module):
         style: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """``noise``: the maps of :meth:`noise_shapes` (a lone tensor is the input's). ``style`` overrides
-        the codes' statistics (tiled decoding passes those of the whole image)."""
-        style = style_stats(codes) if style is None else style
-        maps = [noise] if isinstance(noise, Tensor) else list(noise or [])
-        if self.generative:
-            expected = self.noise_shapes(codes.shape)
-            if [tuple(m.shape) for m in maps] != expected:
-                raise ValueError(f"a generative decoder needs noise maps of shapes {expected}")
-            x = self.conv_in(torch.cat([codes, maps[0].to(codes.dtype)], dim=1))
-        else:
-            x = self.conv_in(codes)
-        level_maps = iter(maps[1:])
-        for block in self.mid_block:
-            x = block(x)
-        for i in reversed(range(len(self.up))):
-            x = self.adaptive[i](x, style)
-            level = self.up[i]
-            for k, block in enumerate(level.block):
-                x = block(x)
-                if hasattr(level, "noise"):
-                    x = level.noise[k](x, next(level_maps))
-            if hasattr(level, "upsample"):
-                x = level.upsample(x)
-        x = self.conv_out(F.silu(self.norm_out(x)))
-        return F.pixel_shuffle(x, self.patch_size) if self.patch_size > 1 else x
+        the codes' statistics."""
+        return self.walk(DENSE, codes, noise, style_stats(codes) if style is None else style)
