@@ -17,7 +17,7 @@ from PIL import Image
 from wetok import Codec, Tokenizer
 from wetok_cli.cmd_train import train_cmd
 from wetok_train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from wetok_train.config import TrainConfig, load_config, nested_key
+from wetok_train.config import FLAT_KEYS, TrainConfig, load_config, nested_key
 from wetok_train.data import CropDataset
 from wetok_train.loop import train
 
@@ -307,8 +307,23 @@ def test_old_resolved_configs_load_with_the_old_behaviour() -> None:
     assert TrainConfig.from_dict({"model": "tiny"}).validation.holdout is True  # new configs hold out
 
 
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).parents[1].glob("wetok/models/*/train_*.json")), ids=lambda p: p.parent.name
+)
+def test_the_released_models_training_configs_still_load(path: Path) -> None:
+    flat = json.loads(path.read_text())
+    cfg = TrainConfig.from_dict(flat)
+    for key, value in flat.items():  # every value where its flat key now lives
+        if key in ("model", "phases"):
+            continue
+        group, name = FLAT_KEYS.get(key, (None, key))
+        got = getattr(getattr(cfg, group), name) if group else getattr(cfg, key)
+        assert got == (tuple(value) if isinstance(value, list) else value), key
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
 def test_flat_and_grouped_keys_map_one_to_one(tmp_path: Path) -> None:
-    from wetok_train.config import FLAT_KEYS, GROUPS
+    from wetok_train.config import GROUPS
 
     for flat, (group, name) in FLAT_KEYS.items():  # every old key has a field to go to
         assert name in {f.name for f in __import__("dataclasses").fields(GROUPS[group])}, flat

@@ -20,7 +20,15 @@ from wetok.tokenizer import Tokenizer
 from wetok_train.config import TrainConfig
 from wetok_train.validation import measure_model
 
-SHOWN = ("loss/total", "rec/l1", "rec/perceptual", "gq/entropy", "adv/gen", "adv/disc")
+SHOWN = (
+    "loss/total",
+    "rec/l1",
+    "rec/perceptual",
+    "gq/entropy",
+    "adv/gen",
+    "adv/feature_matching",
+    "adv/disc",
+)
 
 
 class Monitor:
