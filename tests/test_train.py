@@ -144,6 +144,8 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "no training data" in r.output
     r = CliRunner().invoke(train_cmd, ["--data", str(tmp_path), "-s", "bogus=1"])
     assert r.exit_code == 2 and "bogus" in r.output
+    r = CliRunner().invoke(train_cmd, ["--data", str(tmp_path), "--stage", "2", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "stage 2 needs init_from" in r.output and not (tmp_path / "r").exists()
 
 
 def test_resume_is_exact(tmp_path: Path, data: Path) -> None:

@@ -192,6 +192,10 @@ class TrainConfig:
         for name in GROUPS:
             getattr(self, name).validate()
         check(
+            self.stage == 1 or self.init_from,
+            "stage 2 needs init_from: the stage-1 model to start from (a model folder, checkpoint or name)",
+        )
+        check(
             not self.rate.widen_groups or (self.stage == 1 and self.init_from),
             "rate.widen_groups widens an init_from model in stage 1",
         )

@@ -83,7 +83,7 @@ class Critic:
         x = images if self.codes is None else condition(images, self.codes)
         if not self.policy:
             return x
-        gen = torch.Generator(x.device).manual_seed(seed) if seed is not None else None
+        gen = torch.Generator(device=x.device).manual_seed(seed) if seed is not None else None
         return diff_augment(x, self.policy, gen)
 
     def logits(self, images: Tensor, cast: bool = True) -> Tensor:
