@@ -168,10 +168,7 @@ class TrainConfig:
         """A validated config from a dict in the grouped form or the older flat one (not both for a key)."""
         if not isinstance(d, dict):
             raise ConfigError(f"a training config is a table of keys, not {type(d).__name__}")
-        flat_form = any(k in FLAT_KEYS for k in d) and not any(k in GROUPS for k in d)
-        d = nest(d)
-        if flat_form and "holdout" not in d.get("validation", {}):
-            d.setdefault("validation", {})["holdout"] = False  # written before the split existed
+        d = grouped(d)
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"unknown training config keys: {', '.join(unknown)}")
@@ -250,6 +247,16 @@ def check_min_groups(cfg: TrainConfig, groups: int) -> None:
         f"rate.min_groups must be below the model's {groups} groups for group dropout, "
         f"not {cfg.rate.min_groups}",
     )
+
+
+def grouped(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict in the grouped form. One in the flat form predates the validation split: it keeps
+    training on every photo (``validation.holdout = false``) unless it says otherwise."""
+    flat_form = any(k in FLAT_KEYS for k in d) and not any(k in GROUPS for k in d)
+    d = nest(d)
+    if flat_form:
+        d.setdefault("validation", {}).setdefault("holdout", False)
+    return d
 
 
 def nest(d: dict[str, Any]) -> dict[str, Any]:
@@ -347,10 +354,7 @@ def load_config(
         d = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: a training config is a table of keys")
-    flat_form = any(k in FLAT_KEYS for k in d) and not any(k in GROUPS for k in d)
-    d = nest(d)
-    if flat_form:  # decided on the file as written, before overrides add grouped keys
-        d.setdefault("validation", {}).setdefault("holdout", False)
+    d = grouped(d)  # the file as written decides its form, before overrides add grouped keys
     if isinstance(d.get("model"), str):
         d["model"] = {"preset": d["model"]}
     d.update(values or {})
