@@ -10,7 +10,7 @@ config's ``[loss]`` table, the discriminator's from ``[disc]``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,13 @@ from torch import Tensor, nn
 
 from wetok_train.config import TrainConfig
 
-if TYPE_CHECKING:
-    from wetok_train.discriminator import Critic
+
+class Critic(Protocol):
+    """The discriminator's view of images (:class:`wetok_train.discriminator.Critic`)."""
+
+    def logits(self, images: Tensor, cast: bool = True) -> Tensor: ...
+
+    def features(self, images: Tensor, seed: int | None = None) -> list[Tensor]: ...
 
 
 class AdversarialLoss(nn.Module):
