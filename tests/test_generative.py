@@ -3,7 +3,6 @@ the file, seed search, and the stage-2 recipe that attaches a decoder to an unch
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import zlib
 
@@ -189,7 +188,7 @@ def test_stage2_attaches_a_decoder_and_keeps_the_model(tmp_path) -> None:
 def test_stage2_continues_the_shipped_decoder_and_adds_a_head(tmp_path) -> None:
     """Stage 2 from a folder whose model has a generative decoder beside it starts from that decoder (not
     the stage-1 one widened again) and, with head_channels, gives it a full-resolution head that exports."""
-    from wetok_train.loop import initial_model
+    from wetok_train.state import initial_model
 
     data = _make_images(tmp_path / "data")
     model_dir, _ = _model_dir_and_image(tmp_path, 4)
@@ -199,7 +198,19 @@ def test_stage2_continues_the_shipped_decoder_and_adds_a_head(tmp_path) -> None:
     codes = start.tokens_to_codes(_tokens(start))
     noise = start.draw_noise(codes.shape, seed=1)  # the shipped decoder's maps, then the head's
     assert torch.allclose(start.decoder(codes, noise), shipped(codes, noise[:-1]), atol=1e-6)
-    out = train(dataclasses.replace(cfg, steps=2, attach_decoder=True, adversarial_weight=0.1), quiet=True)
+    again = {"steps": 2, "attach_decoder": True, "adversarial_weight": 0.1}
+    out = train(
+        _cfg(
+            data,
+            tmp_path / "s3",
+            stage=2,
+            init_from=str(model_dir),
+            level_noise=True,
+            head_channels=8,
+            **again,
+        ),
+        quiet=True,
+    )
     assert Codec.from_pretrained(out).model.decoder_for(1).head.conv_in.out_channels == 8
 
 
