@@ -22,6 +22,21 @@ def tiny_model(seed: int = 0, **changes: object) -> Tokenizer:
     return Tokenizer(tiny_config(**changes)).eval()
 
 
+def with_generative_decoder(seed: int = 0, strength: float = 0.5) -> Tokenizer:
+    """A tiny model with a generative decoder attached (default realism 0.8) whose noise weights are
+    non-zero (as if trained)."""
+    model = tiny_model(seed)
+    generative = model.to_generative(level_noise=True).decoder
+    with torch.no_grad():
+        for name, p in generative.named_parameters():
+            if ".noise." in name:
+                p.fill_(strength)
+            elif name == "conv_in.weight":
+                p[:, model.config.latent_dim :].normal_(0, 0.1)
+    model.attach_generative_decoder(generative, default_realism=0.8)
+    return model
+
+
 @pytest.fixture
 def model() -> Tokenizer:
     return tiny_model()

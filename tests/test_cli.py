@@ -87,7 +87,7 @@ def test_compress_decompress_round_trip_beside_inputs(env: Path, model_root: Pat
     assert "a.wtk -> a.png: 30x22" in result.stderr and "PSNR" in result.stderr
     codec = Codec.from_pretrained(model_root / "tiny")
     assert data == codec.compress(Image.open(env / "orig.png"))
-    expected = np.asarray(codec.decompress(data))
+    expected = np.asarray(codec.decompress(data).image)
     assert np.array_equal(np.asarray(Image.open(env / "a.png")), expected)  # PNG output is lossless
 
 

@@ -18,6 +18,7 @@ from wetok.codec import Codec, read_info
 from wetok.context import CONTEXT_NAME, ContextModel
 from wetok.context_fit import fit_context_model
 from wetok.errors import ContextModelError, ModelMismatchError
+from wetok.info import read_info
 from wetok.modeldir import hash_model_id
 from wetok.prior import PRIOR_NAME, fit_prior
 from wetok_cli.main import cli
@@ -86,7 +87,7 @@ def test_tiling_changes_nothing_in_the_payload(model_dir: Path, codec: Codec) ->
     assert read_info(data).mode == "context"
     assert data == codec.pack_tokens(tokens, size)
     assert torch.equal(codec.unpack_tokens(data)[0], tokens)
-    assert tiled.decompress(data).size == (60, 44)
+    assert tiled.decompress(data).image.size == (60, 44)
 
 
 def test_adding_a_context_model_keeps_the_model_id(model_dir: Path, tmp_path: Path) -> None:

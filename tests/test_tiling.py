@@ -9,6 +9,7 @@ engine is exact up to float rounding: the tests bound that difference.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,9 @@ from conftest import tiny_model
 
 import wetok.tiling as tiling
 from wetok import zoo
-from wetok.codec import Codec, decode_tiled, encode_tiled
+from wetok.codec import Codec
 from wetok.image import array_to_tensor, open_image, pad_to_multiple, tensor_to_array
+from wetok.tiling import decode_tiled, encode_tiled
 from wetok.tokenizer import Tokenizer
 
 PHOTO = Path(__file__).parents[1] / "examples" / "washington_monument.png"  # 512x384: 32x24 tokens
@@ -92,7 +94,9 @@ def test_codec_with_small_tiles_writes_and_reads_the_same(default: Codec, photo:
     small = Codec(default.model, default.prior, context=default.context, tile_tokens=3)
     data = default.compress(photo)
     assert small.compress(photo) == data
-    assert np.array_equal(np.asarray(small.decompress(data)), np.asarray(default.decompress(data)))
+    assert np.array_equal(
+        np.asarray(small.decompress(data).image), np.asarray(default.decompress(data).image)
+    )
 
 
 def _randomise_noise(model: Tokenizer, seed: int = 0) -> Tokenizer:
@@ -103,8 +107,11 @@ def _randomise_noise(model: Tokenizer, seed: int = 0) -> Tokenizer:
         d = model.config.latent_dim
         dec.conv_in.weight[:, d:] = 0.05 * torch.randn(dec.conv_in.weight[:, d:].shape, generator=gen)
         for level in dec.up:
-            for inj in level.noise:
+            for inj in getattr(level, "noise", []):
                 inj.weight.copy_(0.2 * torch.randn(inj.weight.shape, generator=gen))
+        if hasattr(dec, "head"):  # zero-initialised: give it weights that change the picture
+            for p in (dec.head.noise.weight, dec.head.conv_out.weight):
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
     return model
 
 
@@ -147,3 +154,90 @@ def test_odd_grids_and_single_tokens() -> None:
         image = decode_tiled(model, tokens, tile=0)
         assert image.shape == (4 * h, 4 * w, 3)
         assert np.array_equal(decode_tiled(model, tokens, tile=1, block=1), image)
+
+
+# -- the one walk on both executors -------------------------------------------------------------------------
+def _random_configs(n: int) -> list[dict]:
+    """Small configs drawn to cover every option of the walk: patch stem, widths, blocks per level, norm
+    groups, generative input noise and noise at every level."""
+    rng = np.random.default_rng(7)
+    configs = []
+    for k in range(n):
+        levels = int(rng.integers(1, 4))
+        norm_groups = int(rng.choice([4, 8]))
+        configs.append(
+            {
+                "ch": 8 * int(rng.integers(1, 3)),
+                "ch_mult": tuple(int(m) for m in rng.choice([1, 2], size=levels)),
+                "num_res_blocks": int(rng.integers(1, 3)),
+                "patch_size": int(rng.choice([1, 2, 4])),
+                "norm_groups": norm_groups,
+                "groups": int(rng.integers(1, 4)),
+                "group_bits": 4,
+                "generative": k % 2 == 1,
+                "level_noise": k % 4 == 3,
+                "head_channels": 8 if k % 4 == 1 else 0,
+            }
+        )
+    return configs
+
+
+def _blocked(model: Tokenizer, walk, out_shape: tuple[int, ...]) -> torch.Tensor:
+    """What the blocked executor's last stage streams, in blocks of one token row and buffers on disk."""
+    out = torch.zeros(out_shape)
+
+    def keep(r0: int, r1: int, y: torch.Tensor) -> None:
+        out[:, :, r0:r1] = y
+
+    tiling._run(model, out_shape[2], out_shape[3], 1, 1, walk, keep)
+    return out
+
+
+@pytest.mark.parametrize(
+    "changes", _random_configs(8), ids=lambda c: f"p{c['patch_size']}x{len(c['ch_mult'])}"
+)
+@torch.inference_mode()
+def test_both_executors_run_the_same_walk(changes: dict) -> None:
+    """The dense executor (training) and the blocked one (the codec) compute the same network: the encoder's
+    latent and the decoder's picture agree to float rounding, at odd grid sizes, with blocks of one row."""
+    torch.manual_seed(0)
+    model = tiny_model(**changes)
+    model = _randomise_noise(model) if changes["generative"] else model
+    f, d = model.config.downsample, model.config.latent_dim
+    for h, w in [(3, 5), (2, 1)]:
+        x = torch.rand(1, 3, h * f, w * f) * 2 - 1
+        latent = _blocked(model, partial(model.encoder.walk, x=x), (1, d, h, w))
+        assert torch.allclose(latent, model.encoder(x), atol=1e-4, rtol=1e-4)
+        codes = model.tokens_to_codes(torch.randint(0, 16, (1, h, w, model.config.groups)))
+        noise = model.random_noise(codes.shape)
+        walk = partial(model.decoder.walk, codes=codes, noise=noise, style=tiling.style_stats(codes))
+        picture = _blocked(model, walk, (1, 3, h * f, w * f))
+        assert torch.allclose(picture, model.decoder(codes, noise), atol=1e-4, rtol=1e-4)
+
+
+def test_a_full_temporary_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No room for the scratch file: one line naming TMPDIR and what to do, through the CLI too (exit 1,
+    nothing written), not a bare "No space left on device"."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from wetok_cli.main import cli
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tiling.os, "posix_fallocate", full)
+    monkeypatch.setattr(tiling.tempfile, "tempdir", str(tmp_path))
+    model = tiny_model()
+    with pytest.raises(tiling.ScratchSpaceError, match=f"{tmp_path} \\(TMPDIR\\).*set TMPDIR"):
+        encode_tiled(model, torch.zeros(1, 3, 32, 32), tile=2)
+    Codec(model).save_pretrained(tmp_path / "m")
+    image = tmp_path / "big.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(image)
+    monkeypatch.setattr("wetok.codec.auto_tile_tokens", lambda *_: 2)  # beyond 2x2 tokens: on disk
+    result = CliRunner().invoke(cli, ["compress", str(image), "-m", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "(TMPDIR)" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "big.wtk").exists()

@@ -340,12 +340,6 @@ def dataset(tmp_path: Path, model_dir: Path, images: list[Path]) -> Path:
     return out
 
 
-def _fifo_in_place_of(path: Path) -> Path:
-    path.unlink()
-    os.mkfifo(path)
-    return path
-
-
 @pytest.mark.parametrize("name", ["index.json", "shard-00000.safetensors"])
 def test_a_fifo_in_a_dataset_is_refused_not_waited_for(dataset: Path, name: str) -> None:
     os.unlink(dataset / name)
@@ -426,3 +420,22 @@ def test_detokenize_refuses_an_index_that_does_not_fit_its_model(
     result = _detokenize(dataset, model_dir)
     assert result.exit_code == 1 and "index.json does not fit the model" in result.output, result.output
     assert "groups 1 (the model: 2)" in result.output and not (tmp_path / "g.png").exists()
+
+
+def test_images_at_their_own_size_get_the_tokens_of_their_wtk(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--size none``: equal-sized images are not batched through the dense pass (whose rounding can flip
+    a latent's sign) but encoded as ``compress`` encodes them, so the tokens are the ``.wtk``'s."""
+    from wetok.tokenize_images import encode_batch
+
+    codec = Codec.from_pretrained(model_dir)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    batched = encode_batch(codec, images)  # a fixed size: one dense batch
+    monkeypatch.setattr(codec.model, "encode", lambda x: pytest.fail("dense pass used for exact tokens"))
+    exact = encode_batch(codec, images, exact=True)
+    for image, tokens, dense in zip(images, exact, batched, strict=True):
+        from_file = codec.unpack_tokens(codec.compress(image))[0][0].numpy()
+        assert np.array_equal(tokens, from_file)
+        assert (tokens == dense).mean() > 0.9

@@ -1,4 +1,8 @@
-"""Exact tiled coding: any image size, whole-image GroupNorm statistics, memory bounded by a block.
+"""The blocked executor: exact coding of any image size, whole-image GroupNorm statistics, memory bounded
+by a block.
+
+It runs the network's one walk (``Encoder.walk`` / ``Decoder.walk`` in :mod:`wetok.model`, the layers'
+in :mod:`wetok.layers`): the walk says what to compute, this module how, and holds no copy of the network.
 
 Every GroupNorm of the encoder and decoder (the ResBlocks', adaptive GroupNorm's, ``norm_out``) normalises
 with statistics of the whole image, so cutting the image into independent windows changes the result. This
@@ -28,20 +32,22 @@ A generative decoder's noise maps are drawn for the whole image from the seed
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wetok.errors import ScratchSpaceError
 from wetok.image import unit_to_uint8
-from wetok.layers import ResBlock, style_stats
+from wetok.layers import ADAPTIVE_EPS, style_stats
 
 BLOCK_TOKENS = 512  # tokens per block (each level computes a block of the same token rows)
-ADAPTIVE_EPS = 1e-6  # AdaptiveGroupNorm's F.group_norm eps (wetok.layers)
 
 
 # -- whole-image buffers ------------------------------------------------------------------------------------
@@ -92,8 +98,25 @@ def _pread(fd: int, t: Tensor, offset: int) -> None:
 def _pwrite(fd: int, t: Tensor, offset: int) -> None:
     view = memoryview(t.numpy()).cast("B")
     done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], offset + done)
+    with _naming_scratch(len(view)):
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], offset + done)
+
+
+@contextmanager
+def _naming_scratch(nbytes: int) -> Iterator[None]:
+    """A full disk under the scratch file, said in one line naming the folder and how to choose another
+    (the bare OSError says only "No space left on device")."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        folder = tempfile.gettempdir()
+        raise ScratchSpaceError(
+            f"no room for the scratch file of this image's buffers in {folder} (TMPDIR) "
+            f"({nbytes / 2**20:.0f} MiB more needed: {e.strerror}); set TMPDIR to a folder with more space"
+        ) from None
 
 
 class _Store:
@@ -102,7 +125,8 @@ class _Store:
     def __init__(self, on_disk: bool, dtype: torch.dtype, device: torch.device) -> None:
         self.dtype, self.device = dtype, device
         self.itemsize = torch.empty((), dtype=dtype).element_size()
-        self._file = tempfile.TemporaryFile() if on_disk else None
+        with _naming_scratch(0):
+            self._file = tempfile.TemporaryFile() if on_disk else None
         self.fd = self._file.fileno() if self._file is not None else None
         self._free: list[tuple[int, int]] = []  # (offset, nbytes) of released regions
         self._end = 0
@@ -117,7 +141,8 @@ class _Store:
             # Reserve the blocks at once: writing into a file that grows write by write costs the
             # filesystem's block allocation on every write (measured: 1.3 GB in 2.96 s, 0.16 s reserved).
             # A full disk then fails here, before any work, with the OSError naming ENOSPC.
-            os.posix_fallocate(self.fd, self._end, need)
+            with _naming_scratch(need):
+                os.posix_fallocate(self.fd, self._end, need)
         self._end += need
         return _Plane(self, h, w, c, self._end - need)
 
@@ -213,21 +238,13 @@ def _norm_affine(norm: nn.GroupNorm, value: _Value) -> tuple[Tensor, Tensor]:
 
 
 # -- sources and the block loop ----------------------------------------------------------------------------
-class _TensorSource:
-    """A whole tensor ``[1, C, H, W]`` already in memory (the codes), read by rows."""
-
-    def __init__(self, t: Tensor) -> None:
-        self.t, self.h = t, t.shape[2]
-
-    def read(self, r0: int, r1: int) -> Tensor:
-        return self.t[:, :, r0:r1]
-
-
-class _ImageSource:
-    """An image ``[1, 3, H, W]`` seen through ``pixel_unshuffle(patch)``, read by rows of the result."""
+class _InputSource:
+    """A walk's input ``[1, C, H, W]`` (an image, or the decoder's codes) seen through
+    ``pixel_unshuffle(patch)``, read by rows of the result in the executor's dtype."""
 
     def __init__(self, x: Tensor, patch: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.x, self.patch, self.h = x, patch, x.shape[2] // patch
+        self.x, self.patch = x, patch
+        self.h, self.w = x.shape[2] // patch, x.shape[3] // patch
         self.dtype, self.device = dtype, device
 
     def read(self, r0: int, r1: int) -> Tensor:
@@ -235,9 +252,34 @@ class _ImageSource:
         return F.pixel_unshuffle(t, self.patch) if self.patch > 1 else t
 
 
+class _ValueSource:
+    """A :class:`_Value` read by rows as the network sees it (its per-channel affine applied)."""
+
+    def __init__(self, value: _Value) -> None:
+        self.value, self.h, self.w = value, value.plane.h, value.plane.w
+
+    def read(self, r0: int, r1: int) -> Tensor:
+        return self.value.read(r0, r1)
+
+
+class _PlaneSource:
+    """A plane read by rows as stored (a normalisation's affine map is applied by the pass itself)."""
+
+    def __init__(self, plane: _Plane) -> None:
+        self.plane, self.h, self.w = plane, plane.h, plane.w
+
+    def read(self, r0: int, r1: int) -> Tensor:
+        return self.plane.read(r0, r1)
+
+
 def _blocks(n: int, rows: int) -> Iterator[tuple[int, int]]:
     for r0 in range(0, n, rows):
         yield r0, min(n, r0 + rows)
+
+
+def _out_size(conv: nn.Conv2d, n: int, axis: int) -> int:
+    k, s, p = conv.kernel_size[axis], conv.stride[axis], conv.padding[axis]
+    return (n + 2 * p - k) // s + 1
 
 
 def _conv_pass(
@@ -254,7 +296,7 @@ def _conv_pass(
     source as is). The convolution's zero padding pads its input, after ``pre``, as in the network.
     """
     (kh, _), (sh, _), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
-    n_out = (src.h + 2 * ph - kh) // sh + 1
+    n_out = _out_size(conv, src.h, 0)
     weight, bias = conv.weight, conv.bias
     scale = shift = None
     for o0, o1 in _blocks(n_out, rows):
@@ -285,79 +327,104 @@ def _pointwise(t: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return y.view(1, t.shape[2], t.shape[3], -1).permute(0, 3, 1, 2)
 
 
-def _to_plane(store: _Store, plane: _Plane, stats: _Stats, row_scale: int = 1):
-    """A sink that writes blocks into ``plane`` (at ``row_scale`` times the block's rows) and counts them."""
+# -- the blocked executor ----------------------------------------------------------------------------------
+class Blocked:
+    """Runs a network's walk (:mod:`wetok.model`) stage by stage over whole-image buffers, in blocks of
+    ``token_rows`` token rows (the same token rows at every level). Its values are :class:`_Value`
+    objects (a plane, its whole-image moments and a pending per-channel affine map). The walk's last stage
+    streams its blocks to ``sink(r0, r1, y)`` (rows of the output) instead of storing them."""
 
-    def sink(o0: int, o1: int, y: Tensor) -> None:
-        stats.add(y)
-        plane.write(o0 * row_scale, y)
-
-    return sink
-
-
-# -- network stages ---------------------------------------------------------------------------------------
-class _Engine:
-    def __init__(self, store: _Store, token_rows: int, token_h: int) -> None:
-        self.store, self.token_rows, self.token_h = store, token_rows, token_h
+    def __init__(
+        self, store: _Store, token_rows: int, token_h: int, sink: Callable[[int, int, Tensor], None]
+    ):
+        self.store, self.token_rows, self.token_h, self.sink = store, token_rows, token_h, sink
 
     def rows(self, h: int) -> int:
         """Rows per block at a level of height ``h`` (the same token rows at every level)."""
         return max(1, self.token_rows * h // self.token_h)
 
-    def conv(self, src, conv: nn.Conv2d, w: int, post=None, row_scale: int = 1, pre=None) -> _Value:
-        """A convolution pass into a new plane (``row_scale``: plane rows per conv row; the upsampler: 2)."""
-        (kh, _), (sh, _), (ph, _) = conv.kernel_size, conv.stride, conv.padding
-        n_out = (src.h + 2 * ph - kh) // sh + 1
-        c = conv.out_channels // (row_scale * row_scale)
-        plane = self.store.alloc(n_out * row_scale, w, c)
-        stats = _Stats(c)
-        _conv_pass(src, conv, self.rows(n_out), pre, post, _to_plane(self.store, plane, stats, row_scale))
-        return _Value.of(plane, stats)
+    def input(self, x: Tensor, patch: int = 1) -> _InputSource:
+        return _InputSource(x, patch, self.store.dtype, self.store.device)
 
-    def resblock(self, block: ResBlock, x: _Value, noise: tuple[Tensor, Tensor] | None = None) -> _Value:
-        """``block(x)`` (plus ``weight · noise`` when given), as two passes; ``x``'s plane is released (or
-        overwritten in place when the widths agree)."""
-        h_, w_ = x.plane.h, x.plane.w
-        src = _PlaneSource(x.plane)
-        h = self.conv(src, block.conv1, w_, pre=_norm_affine(block.norm1, x))
-        cout = block.conv2.out_channels
-        out = x.plane if block.nin_shortcut is None else self.store.alloc(h_, w_, cout)
-        stats = _Stats(cout)
+    def conv(self, x, conv: nn.Conv2d, **kwargs) -> _Value:
+        """One pass, as :meth:`wetok.layers.Dense.conv`, into a new plane (or over ``residual``'s plane
+        when the widths agree). ``x``'s plane is released unless ``keep``; ``residual``'s always."""
+        return self._pass(x, conv, **kwargs)
+
+    def result(self, x, conv: nn.Conv2d, **kwargs) -> None:
+        """The walk's last stage, a :meth:`conv` whose blocks go to the sink instead of a plane."""
+        self._pass(x, conv, final=True, **kwargs)
+
+    def _pass(
+        self,
+        x,
+        conv: nn.Conv2d,
+        *,
+        norm: nn.GroupNorm | None = None,
+        act: bool = False,
+        residual: _Value | None = None,
+        shortcut: nn.Conv2d | None = None,
+        inject: Callable[[Tensor, Tensor], Tensor] | None = None,
+        noise: Tensor | None = None,
+        shuffle: Callable[[Tensor], Tensor] | None = None,
+        scale: int = 1,
+        keep: bool = False,
+        final: bool = False,
+    ) -> _Value | None:
+        src, pre = self._source(x, norm, act)
+        n_out, w_out = _out_size(conv, src.h, 0), _out_size(conv, src.w, 1)
+        c = conv.out_channels // (scale * scale)
+        reuse = not final and residual is not None and shortcut is None and residual.plane.c == c
+        plane = None
+        if not final:
+            plane = residual.plane if reuse else self.store.alloc(n_out * scale, w_out * scale, c)
+        stats = _Stats(c)
 
         def post(y: Tensor, o0: int, o1: int) -> Tensor:
-            r = x.read(o0, o1)
-            if block.nin_shortcut is not None:
-                r = _pointwise(r, block.nin_shortcut.weight)
-            y = y.add_(r)
-            if noise is not None:
-                weight, maps = noise
-                y.add_(weight.to(y.dtype)[None, :, None, None] * maps[:, :, o0:o1].to(y.device, y.dtype))
-            return y
+            if residual is not None:
+                r = residual.read(o0, o1)
+                y = y.add_(_pointwise(r, shortcut.weight) if shortcut is not None else r)
+            if inject is not None:
+                y = inject(y, noise[:, :, o0:o1].to(y.device))
+            if shuffle is None or final:
+                return shuffle(y) if shuffle is not None else y
+            # Channels-last like every other block: the statistics' matmul then sums in the same order.
+            return shuffle(y).contiguous(memory_format=torch.channels_last)
 
-        pre2 = _norm_affine(block.norm2, h)
-        _conv_pass(
-            _PlaneSource(h.plane), block.conv2, self.rows(h_), pre2, post, _to_plane(self.store, out, stats)
-        )
-        self.store.release(h.plane)
-        if out is not x.plane:
+        def sink(o0: int, o1: int, y: Tensor) -> None:
+            if final:
+                self.sink(o0 * scale, o1 * scale, y)
+            else:
+                stats.add(y)
+                plane.write(o0 * scale, y)
+
+        _conv_pass(src, conv, self.rows(n_out), pre, post, sink)
+        if not keep and isinstance(x, _Value):
             self.store.release(x.plane)
-        return _Value.of(out, stats)
+        if residual is not None and not reuse:
+            self.store.release(residual.plane)
+        return None if final else _Value.of(plane, stats)
 
+    def adaptive_norm(self, x: _Value, groups: int, gamma: Tensor, beta: Tensor) -> _Value:
+        """Adaptive GroupNorm as a pending affine map, no pass over the image (``gamma``, ``beta``:
+        ``[1, C]``)."""
+        scale, shift = _group_norm(x, groups, ADAPTIVE_EPS)
+        gamma, beta = gamma.double().cpu()[0], beta.double().cpu()[0]
+        return x.affine(scale * gamma, shift * gamma + beta)
 
-class _PlaneSource:
-    def __init__(self, plane: _Plane) -> None:
-        self.plane, self.h = plane, plane.h
-
-    def read(self, r0: int, r1: int) -> Tensor:
-        return self.plane.read(r0, r1)
-
-
-def _dcr(y: Tensor) -> Tensor:
-    """The :class:`wetok.layers.Upsampler`'s depth-to-space (DCR) of a conv output ``[1, 4C, h, w]``."""
-    _, c4, h, w = y.shape
-    c = c4 // 4
-    t = y.permute(0, 2, 3, 1).reshape(h, w, 2, 2, c).permute(0, 2, 1, 3, 4).reshape(2 * h, 2 * w, c)
-    return t.permute(2, 0, 1).unsqueeze(0)
+    def _source(self, x, norm: nn.GroupNorm | None, act: bool):
+        """What a pass reads, and the per-channel map ``pre`` it applies before SiLU: ``x`` as stored with
+        ``norm`` (and ``x``'s pending affine) folded into ``pre``; with ``act`` alone, ``pre`` is ``x``'s
+        pending affine; else ``x`` as the network sees it, no SiLU."""
+        if not isinstance(x, _Value):
+            return x, None
+        if norm is not None:
+            return _PlaneSource(x.plane), _norm_affine(norm, x)
+        if act:
+            ones = torch.ones_like(x.mean)
+            identity = (ones, torch.zeros_like(ones))
+            return _PlaneSource(x.plane), identity if x.scale is None else (x.scale, x.shift)
+        return _ValueSource(x), None
 
 
 def block_token_rows(w: int, h: int) -> int:
@@ -373,127 +440,59 @@ def on_disk(h: int, w: int, tile: int) -> bool:
     return tile > 0 and (h > tile or w > tile)
 
 
-def _run(model, h: int, w: int, tile: int, block: int | None, body: Callable[[_Engine], object]):
+def _run(model, h: int, w: int, tile: int, block: int | None, walk: Callable[[Blocked], None], sink) -> None:
     rows = block_token_rows(w, h) if block is None else max(1, min(h, block))
     store = _Store(on_disk(h, w, tile), model.dtype, model.device)
     try:
-        return body(_Engine(store, rows, h))
+        walk(Blocked(store, rows, h, sink))
     finally:
         store.close()
 
 
-# -- encoder ------------------------------------------------------------------------------------------------
+# -- the codec's entry points -------------------------------------------------------------------------------
 @torch.inference_mode()
-def encode_exact(model, x: Tensor, tile: int, block: int | None = None) -> Tensor:
-    """Images ``[1, 3, h·f, w·f]`` in ``[-1, 1]`` → tokens ``[1, h, w, g]`` (int64, CPU), stage by stage
-    in blocks of :func:`block_token_rows`; equal for every ``tile``."""
-    enc, cfg = model.encoder, model.config
-    f, p = cfg.downsample, cfg.patch_size
+def encode_blocked(model, x: Tensor, tile: int, block: int | None = None) -> Tensor:
+    """Images ``[1, 3, h·f, w·f]`` in ``[-1, 1]`` → tokens ``[1, h, w, g]`` (int64, CPU): the encoder's walk
+    on the blocked executor, in blocks of :func:`block_token_rows`; equal for every ``tile``."""
+    cfg = model.config
+    f = cfg.downsample
     h, w = x.shape[-2] // f, x.shape[-1] // f
     tokens = torch.empty((1, h, w, cfg.groups), dtype=torch.int64)
 
-    def body(engine: _Engine) -> None:
-        v = engine.conv(_ImageSource(x, p, model.dtype, model.device), enc.conv_in, w * f // p)
-        for level in enc.down:
-            for block in level.block:
-                v = engine.resblock(block, v)
-            if hasattr(level, "downsample"):
-                nxt = engine.conv(_PlaneSource(v.plane), level.downsample, -(-v.plane.w // 2))
-                engine.store.release(v.plane)
-                v = nxt
-        for block in enc.mid_block:
-            v = engine.resblock(block, v)
+    def sink(o0: int, o1: int, latent: Tensor) -> None:
+        tokens[:, o0:o1] = model.quantizer(latent.contiguous(), with_losses=False).indices.cpu()
 
-        def sink(o0: int, o1: int, latent: Tensor) -> None:
-            tokens[:, o0:o1] = model.quantizer(latent.contiguous(), with_losses=False).indices.cpu()
-
-        _output_pass(engine, v, enc.norm_out, enc.conv_out, sink)
-
-    _run(model, h, w, tile, block, body)
+    _run(model, h, w, tile, block, lambda ex: model.encoder.walk(ex, x), sink)
     return tokens
 
 
-# -- decoder ------------------------------------------------------------------------------------------------
 @torch.inference_mode()
-def decode_exact(
-    model,
-    tokens: Tensor,
-    tile: int,
-    seed: int | None = 0,
-    noise_scale: float = 1.0,
-    realism: float | None = None,
-    noise: list[Tensor] | None = None,
-    block: int | None = None,
+def decode_blocked(
+    model, decoder, tokens: Tensor, noise: list[Tensor] | None, tile: int, block: int | None = None
 ) -> np.ndarray:
-    """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]``, stage by stage in blocks; equal for every
-    ``tile``. A generative decoder's noise maps are drawn for the whole grid from ``seed`` (or given)."""
-    cfg = model.config
-    f, p = cfg.downsample, cfg.patch_size
+    """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]``: ``decoder``'s walk on the blocked executor; equal
+    for every ``tile``. ``noise``: a generative decoder's whole-image maps (each block adds its rows)."""
+    f = model.config.downsample
     h, w = tokens.shape[1:3]
     codes = model.tokens_to_codes(tokens)
-    dec = model.decoder_for(realism)
-    if dec.generative and noise is None:
-        noise = model.draw_noise(tuple(codes.shape), seed, noise_scale, realism)
-    mean, std = style_stats(codes)
-    src = codes
-    if dec.generative:
-        if [tuple(m.shape) for m in noise] != dec.noise_shapes(codes.shape):
-            raise ValueError(
-                f"a generative decoder needs noise maps of shapes {dec.noise_shapes(codes.shape)}"
-            )
-        src = torch.cat([codes, noise[0].to(codes.device, codes.dtype)], dim=1)
-    src = src.contiguous(memory_format=torch.channels_last)
-    level_maps = iter(noise[1:] if dec.generative else [])
     out = np.empty((h * f, w * f, 3), dtype=np.uint8)
 
-    def body(engine: _Engine) -> None:
-        v = engine.conv(_TensorSource(src), dec.conv_in, w)
-        for block in dec.mid_block:
-            v = engine.resblock(block, v)
-        for i in reversed(range(len(dec.up))):
-            ada, level = dec.adaptive[i], dec.up[i]
-            scale, shift = _group_norm(v, ada.norm_groups, ADAPTIVE_EPS)
-            gamma, beta = ada.gamma(std).double().cpu()[0], ada.beta(mean).double().cpu()[0]
-            v = v.affine(scale * gamma, shift * gamma + beta)
-            for k, block in enumerate(level.block):
-                inj = (level.noise[k].weight, next(level_maps)) if hasattr(level, "noise") else None
-                v = engine.resblock(block, v, inj)
-            if hasattr(level, "upsample"):
-                nxt = engine.conv(
-                    _PlaneSource(v.plane),
-                    level.upsample.conv1,
-                    2 * v.plane.w,
-                    post=lambda y, a, b: _dcr(y),
-                    row_scale=2,
-                )
-                engine.store.release(v.plane)
-                v = nxt
+    def sink(r0: int, r1: int, y: Tensor) -> None:
+        out[r0:r1] = unit_to_uint8(y.clamp_(-1, 1))[0].permute(1, 2, 0).cpu().numpy()
 
-        def sink(o0: int, o1: int, y: Tensor) -> None:
-            img = F.pixel_shuffle(y, p) if p > 1 else y
-            out[o0 * p : o1 * p] = unit_to_uint8(img.clamp_(-1, 1))[0].permute(1, 2, 0).cpu().numpy()
-
-        _output_pass(engine, v, dec.norm_out, dec.conv_out, sink)
-
-    _run(model, h, w, tile, block, body)
+    _run(model, h, w, tile, block, lambda ex: decoder.walk(ex, codes, noise, style_stats(codes)), sink)
     return out
 
 
-def _output_pass(engine, v, norm: nn.Module, conv: nn.Module, sink) -> None:
-    """The last stage of the encoder or decoder: ``conv(silu(norm(v)))`` block by block into ``sink``."""
-    _conv_pass(_PlaneSource(v.plane), conv, engine.rows(v.plane.h), _norm_affine(norm, v), None, sink)
-
-
-# -- the codec's entry points -------------------------------------------------------------------------------
 def encode_tiled(model, x: Tensor, tile: int, *, block: int | None = None) -> Tensor:
-    """Images ``[1, 3, h·f, w·f]`` → tokens ``[1, h, w, g]`` by :func:`encode_exact`; a grid larger than a
+    """Images ``[1, 3, h·f, w·f]`` → tokens ``[1, h, w, g]`` by :func:`encode_blocked`; a grid larger than a
     ``tile``² tile keeps its buffers on disk. ``block`` overrides :func:`block_token_rows` (tests).
 
     A single-token image is encoded twice as wide and the extra token dropped (as always)."""
     f = model.config.downsample
     if x.shape[-2] == x.shape[-1] == f:
-        return encode_exact(model, x.repeat(1, 1, 1, 2), tile, block)[:, :, :1]
-    return encode_exact(model, x, tile, block)
+        return encode_blocked(model, x.repeat(1, 1, 1, 2), tile, block)[:, :, :1]
+    return encode_blocked(model, x, tile, block)
 
 
 def decode_tiled(
@@ -504,32 +503,23 @@ def decode_tiled(
     noise_scale: float = 1.0,
     realism: float | None = None,
     *,
+    decoder=None,
+    noise: list[Tensor] | None = None,
     block: int | None = None,
 ) -> np.ndarray:
-    """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]`` by :func:`decode_exact`; a grid larger than a
+    """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]`` by :func:`decode_blocked`; a grid larger than a
     ``tile``² tile keeps its buffers on disk. ``block`` overrides :func:`block_token_rows` (tests).
 
-    The noise maps are drawn from ``seed`` for the whole grid and every block adds its slice. A single
-    token is decoded as a pair (as always)."""
+    ``decoder`` paints (default: the one of ``realism``); a generative one takes ``noise``, the whole-grid
+    maps (default: drawn from ``seed``). A single token is decoded as a pair (as always), its noise
+    repeated."""
+    decoder = model.decoder_for(realism) if decoder is None else decoder
+    if decoder.generative and noise is None:
+        noise = model.draw_noise((1, model.config.latent_dim, *tokens.shape[1:3]), seed, noise_scale, realism)
     if tokens.shape[1] == tokens.shape[2] == 1:
-        decoder = model.decoder_for(realism)
-        noise = None
-        if decoder.generative:
-            shape = (1, model.config.latent_dim, 1, 1)
-            noise = [n.repeat(1, 1, 1, 2) for n in model.draw_noise(shape, seed, noise_scale, realism)]
+        pair = [n.repeat(1, 1, 1, 2) for n in noise] if noise is not None else None
         f = model.config.downsample
-        pair = decode_exact(model, tokens.repeat(1, 1, 2, 1), tile, realism=realism, noise=noise, block=block)
-        return np.ascontiguousarray(pair[:, :f])
-    return decode_exact(model, tokens, tile, seed, noise_scale, realism, block=block)
-
-
-def slice_noise(
-    maps: list[Tensor], grid: tuple[int, int], y0: int, y1: int, x0: int, x1: int
-) -> list[Tensor]:
-    """The part of whole-image noise maps under tokens ``[y0:y1, x0:x1]`` of a ``grid = (h, w)`` token
-    grid; each map is at its own multiple of the grid's resolution."""
-    out = []
-    for m in maps:
-        s = m.shape[-2] // grid[0]
-        out.append(m[..., y0 * s : y1 * s, x0 * s : x1 * s])
-    return out
+        return np.ascontiguousarray(
+            decode_blocked(model, decoder, tokens.repeat(1, 1, 2, 1), pair, tile, block)[:, :f]
+        )
+    return decode_blocked(model, decoder, tokens, noise, tile, block)

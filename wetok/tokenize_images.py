@@ -169,15 +169,18 @@ def _identity(batch: list) -> list:
 
 
 # -- encoding -------------------------------------------------------------------------------------------
-def encode_batch(codec: Codec, images: list[np.ndarray]) -> list[np.ndarray]:
-    """uint8 images → tokens ``[h, w, g]`` each (int64): one batched forward pass when they share a size
-    and fit one tile, else :meth:`Codec.encode_tokens` image by image."""
+def encode_batch(codec: Codec, images: list[np.ndarray], exact: bool = False) -> list[np.ndarray]:
+    """uint8 images → tokens ``[h, w, g]`` each (int64): one batched (dense) forward pass when they share a
+    size and fit one tile, else :meth:`Codec.encode_tokens` image by image. ``exact``: always the codec's
+    (blocked) encode, so the tokens are those of the image's ``.wtk`` bit for bit (the dense pass rounds
+    differently and may flip the sign of a latent near zero)."""
     if not images:
         return []
     f = codec.model.config.downsample
     shapes = {im.shape for im in images}
     h, w = -(-images[0].shape[0] // f), -(-images[0].shape[1] // f)
-    if len(shapes) > 1 or min(h, w) < 2 or (codec.tile_tokens > 0 and max(h, w) > codec.tile_tokens):
+    small = min(h, w) < 2 or (codec.tile_tokens > 0 and max(h, w) > codec.tile_tokens)
+    if exact or len(shapes) > 1 or small:
         return [codec.encode_tokens(im)[0][0].numpy() for im in images]
     x = torch.cat([array_to_tensor(im) for im in images])
     tokens = codec.model.encode(pad_to_multiple(x, f, codec.pad_mode)).cpu()
@@ -288,7 +291,7 @@ def _encode_shards(
                     skipped.append([sources[index], error])
                 else:
                     good.append((sources[index], size, rgb))
-            tokens = encode_batch(codec, [rgb for *_, rgb in good])
+            tokens = encode_batch(codec, [rgb for *_, rgb in good], exact=options.preprocess.size is None)
             items += [(src, size, t) for (src, size, _), t in zip(good, tokens, strict=True)]
             done += len(batch)
             if progress:

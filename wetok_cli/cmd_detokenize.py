@@ -67,6 +67,7 @@ def detokenize_cmd(
     """Decode items of a `wetok tokenize` DATASET folder and save them as one grid image."""
     from wetok.data import TokenDataset
     from wetok.limits import check_pixels
+    from wetok.setting import DecoderSetting
     from wetok_cli.outputs import check_writable, write_output
 
     ds = TokenDataset(dataset)
@@ -84,7 +85,8 @@ def detokenize_cmd(
     except ValueError as e:
         raise UsageProblem(f"--columns/--items: {e}") from None
     codec = _codec(ds, model, resolve_device(device))
-    images = [codec.decode_tokens(ds[i][None], size, seed=seed) for i, size in zip(picks, sizes, strict=True)]
+    painted = DecoderSetting(seed=seed)
+    images = [codec.decode_tokens(ds[i][None], size, painted) for i, size in zip(picks, sizes, strict=True)]
     grid = image_grid(images, columns)
     buffer = io.BytesIO()
     grid.save(buffer, format=_format(out))

@@ -55,12 +55,11 @@ def info_cmd(files: tuple[str, ...], as_json: bool, quiet: bool) -> None:
 
 
 def _file_record(item: Input, models: _Models) -> dict[str, Any]:
-    from wetok.codec import read_info
+    from wetok.info import WtkFile, read_info
 
-    data = read_wtk_input(item)
-    header = read_info(data)  # validates everything before a model is looked for
-    name, codec = models.find(header.model_id)
-    info = read_info(data, codec) if codec is not None else header
+    file = WtkFile.parse(read_wtk_input(item))  # validates everything before a model is looked for
+    name, codec = models.find(file.header.model_id)
+    info = read_info(file, codec)
     return {
         "file": item.display,
         "version": info.version,

@@ -264,13 +264,13 @@ def _say(progress: Progress | None, message: str) -> None:
 
 def decoder_settings(codec: Any, realisms: tuple[float, ...] | None, seed: int) -> list[Any]:
     """The decoder settings to evaluate ``codec`` at: ``[None]`` (the file as the model writes it) for a
-    model without a generative decoder, else one :class:`~wetok.format.DecoderSetting` per realism, the
+    model without a generative decoder, else one :class:`~wetok.setting.DecoderSetting` per realism, the
     default first."""
-    from wetok.format import DecoderSetting
+    from wetok.setting import DecoderSetting, default_setting
 
     if not getattr(getattr(codec, "model", None), "has_generative_decoder", False):
         return [None]
-    default = codec.default_setting
+    default = default_setting(codec.model)
     wanted = realisms if realisms is not None else (default.realism if default else 0.0, 0.0, 1.0)
     return [DecoderSetting(r, seed) for r in dict.fromkeys(round(float(r), 2) for r in wanted)]
 
@@ -297,7 +297,7 @@ def evaluate_model(
         toks, size = codec.encode_tokens(rgb)
         data = codec.pack_tokens(toks, size, setting=setting)
         t1 = time.perf_counter()
-        recon = np.asarray(codec.decompress(data, seed=seed))
+        recon = np.asarray(codec.decompress(data, seed=seed).image)
         t2 = time.perf_counter()
         header, body = fmt.unpack(data)
         report.records.append(

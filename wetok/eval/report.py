@@ -150,7 +150,11 @@ def plot_rd(report: EvalReport, path: Path, exclusive: bool = False) -> str | No
     return None
 
 
+MODEL_MARKERS = "*PXD^v"  # one per wetok run (a model's realisms share its colour)
+
+
 def _draw_panel(ax: Any, rows: list[dict[str, Any]], key: str, f: Any) -> None:
+    models = [r["run"] for r in rows if r["kind"] == "model"]
     for codec in dict.fromkeys(r["codec"] for r in rows):
         color = CLASSIC_CODECS[codec].color if codec in CLASSIC_CODECS else WETOK_COLOR
         sweep = [r for r in rows if r["codec"] == codec and r["kind"] == "sweep"]
@@ -163,7 +167,9 @@ def _draw_panel(ax: Any, rows: list[dict[str, Any]], key: str, f: Any) -> None:
             if r["codec"] != codec or r["kind"] == "sweep" or r[key] is None or f(r[key]) is None:
                 continue
             if r["kind"] == "model":
-                ax.plot(r["bpp"], f(r[key]), "*", color=color, ms=14, label=r["label"])
+                marker = MODEL_MARKERS[models.index(r["run"]) % len(MODEL_MARKERS)]
+                size = 14 if marker == "*" else 10  # a star reads smaller than the others at one size
+                ax.plot(r["bpp"], f(r[key]), marker, color=color, ms=size, label=r["label"])
             else:
                 ax.plot(
                     r["bpp"],
