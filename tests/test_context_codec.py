@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from tests.conftest import no_hang, tiny_model
-from wetok.codec import Codec, read_info
+from wetok.codec import Codec
 from wetok.context import CONTEXT_NAME, ContextModel
 from wetok.context_fit import fit_context_model
 from wetok.errors import ContextModelError, ModelMismatchError
