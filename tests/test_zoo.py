@@ -204,3 +204,17 @@ def test_an_addon_beside_a_generative_model_is_a_broken_folder(
     assert "broken" in next(line for line in CliRunner().invoke(cli, ["models"]).stdout.splitlines()[1:])
     result = CliRunner().invoke(cli, ["compress", "v1.png", "-m", str(user), "-o", "x.wtk"])
     assert result.exit_code == 2 and "generative already" in result.stderr and "internal" not in result.output
+
+
+def test_a_folder_that_fails_to_load_gives_way_to_the_next(bundled_with_addon: tuple[Path, Path]) -> None:
+    """Weights past what the listing checks (NaN values, the header intact) in an earlier copy."""
+    import shutil
+
+    bundled, user = bundled_with_addon
+    shutil.copytree(bundled, user)
+    addon = user / GENERATIVE_DECODER_NAME
+    tensors, metadata = load_file(str(addon)), safe_open(str(addon), "pt").metadata()
+    tensors = {k: torch.full_like(v, float("nan")) for k, v in tensors.items()}
+    save_file(tensors, str(addon), metadata=metadata)
+    stderr = _decode_both()
+    assert f"skipping model folder {user}" in stderr[0] and "NaN" in stderr[0]

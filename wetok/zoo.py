@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,17 +200,36 @@ def find_codec_by_model_id(
 
     ``realism`` above 0 (a file's, or the one asked for) needs the generative add-on: of several folders
     holding the model, the first that has it is chosen (a copy without it, earlier on the search path,
-    must not make such files undecodable)."""
-    without_addon = None
+    must not make such files undecodable). A folder that fails to load (weights that are NaN, files
+    changed behind the stored id) gives way to the next one holding the model, with a warning; when none
+    loads, the first one's error is raised."""
+    skipped: list[tuple[Path, Exception]] = []
+    for path in _holders(model_id, extra, realism):
+        try:
+            codec = _load_checked(path, model_id, device)
+        except (OSError, ValueError, ModelNotFoundError) as e:  # broken past what the listing checks
+            skipped.append((path, e))
+            continue
+        for where, error in skipped:  # another folder of the model served: say why these did not
+            _warn_once(f"skipping model folder {where}: {str(error).strip().splitlines()[0]}")
+        return codec
+    if skipped:
+        raise skipped[0][1]
+    raise ModelNotFoundError(f"no installed model has id {model_id.hex()}; available: {_available()}")
+
+
+def _holders(model_id: bytes, extra: list[str | Path] | tuple, realism: float | None) -> Iterator[Path]:
+    """The folders holding ``model_id``, in search order; for ``realism`` above 0 those without the
+    generative add-on last (decoding with one of them says, in one line, that it cannot paint the file)."""
+    without_addon = []
     for path in _candidates(extra):
         if _safe_model_id(path) != model_id:
             continue
-        if not realism or (path / GENERATIVE_DECODER_NAME).is_file():
-            return _load_checked(path, model_id, device)
-        without_addon = without_addon or path
-    if without_addon is not None:  # the model, but nowhere its add-on: decoding will say so, in one line
-        return _load_checked(without_addon, model_id, device)
-    raise ModelNotFoundError(f"no installed model has id {model_id.hex()}; available: {_available()}")
+        if realism and not (path / GENERATIVE_DECODER_NAME).is_file():
+            without_addon.append(path)
+        else:
+            yield path
+    yield from without_addon
 
 
 def _load_checked(path: Path, model_id: bytes, device: str | torch.device) -> Codec:
