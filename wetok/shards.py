@@ -142,7 +142,14 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
-    fileio.write_atomic(path, json.dumps(value, indent=1) + "\n")
+    """Write ``index.json`` or ``run.json``; one larger than :func:`read_json` reads is refused."""
+    text = json.dumps(value, indent=1) + "\n"
+    if len(text.encode()) > MAX_INDEX_BYTES:
+        raise ShardError(
+            f"{path} would be {len(text.encode()):,} bytes, over the {MAX_INDEX_BYTES:,} a dataset index may "
+            "have; tokenize the images as several datasets"
+        )
+    fileio.write_atomic(path, text)
 
 
 __all__ = [
