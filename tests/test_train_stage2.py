@@ -4,6 +4,7 @@ a later stage 2 continues from."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -208,6 +209,9 @@ def test_the_run_logs_detail_kept_on_validation_crops(setup, tmp_path: Path) -> 
     for r in rows:
         assert math.isfinite(r["psnr"]) and r["detail_kept"] > 0 and r["seed_spread"] >= 0
     assert rows[0]["seed_spread"] == 0  # zero-initialised noise inputs: the stage-1 decoder, any seed
+    train(dataclasses.replace(cfg, steps=2), quiet=True, force=True)  # starting over starts a new curve
+    rows = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 2]
     too_large = {"validation__every": 2, "validation__crop": 512, "validation__data": str(val)}
     bad = _stage2(setup, tmp_path / "bad", **too_large)
     with pytest.raises(ValueError, match="validation.every: .* 512px"):
@@ -305,3 +309,15 @@ def test_uint8_measure_of_identical_images() -> None:
     img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     row = measure([(img, img, img)])
     assert row["psnr"] == math.inf and row["detail_kept"] == 1.0 and row["seed_spread"] == 0.0
+
+
+def test_a_generative_decoder_without_a_discriminator_starts_over(setup, shipped: Path, tmp_path: Path):
+    import shutil
+
+    folder = tmp_path / "no-disc"  # as the bundled default ships today: no discriminator yet
+    shutil.copytree(shipped, folder)
+    (folder / DISCRIMINATOR_NAME).unlink()
+    cfg = _stage2(setup, tmp_path / "r", init_from=str(folder), disc__channels=8)
+    state = build_state(cfg, CPU, 1)
+    stage1 = build_state(_stage2(setup, tmp_path / "s", disc__channels=8), CPU, 1)
+    assert torch.equal(state.tokenizer.decoder.conv_out.weight, stage1.tokenizer.decoder.conv_out.weight)
