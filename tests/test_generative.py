@@ -100,6 +100,34 @@ def test_generative_decoder_travels_beside_an_unchanged_model(tmp_path) -> None:
     assert torch.equal(loaded.model.decode(tokens), tiny_model().decode(tokens))
 
 
+def test_full_resolution_head_starts_as_the_picture_and_travels(tmp_path) -> None:
+    """A zero-initialised head changes no pixel until trained; its width travels in the decoder file's
+    metadata (never guessed from shapes); its noise map is drawn last, so the maps before it are unchanged;
+    the realism blend sees no head in the faithful decoder (zero weights: the picture passes through)."""
+    model = tiny_model()
+    widened = model.to_generative(level_noise=True, head_channels=8)
+    head = widened.decoder.head
+    assert head.conv_mid.weight.abs().sum() > 0 and head.conv_out.weight.abs().sum() == 0  # can learn
+    tokens = _tokens(model)
+    assert torch.equal(widened.decode(tokens, seed=3), model.decode(tokens))
+    shape = (1, model.config.latent_dim, 5, 7)
+    f = model.config.downsample
+    assert widened.decoder.noise_shapes(shape)[-1] == (1, 1, 5 * f, 7 * f)  # one map at full resolution
+    with torch.no_grad():
+        head.conv_out.weight.normal_(0, 0.1)
+        head.noise.weight.fill_(0.5)
+    model.attach_generative_decoder(widened.decoder)
+    without = tiny_model().to_generative(level_noise=True).decoder.noise_shapes(shape)
+    assert model.draw_noise(shape, seed=4, realism=1)[: len(without)][-1].shape == without[-1]
+    a, b = model.decode(tokens, seed=0, realism=1), model.decode(tokens, seed=1, realism=1)
+    assert (a - b).abs().mean() > 0.001  # the head's per-pixel noise reaches the picture
+    Codec(model).save_pretrained(tmp_path / "m")
+    model.save_generative_decoder(tmp_path / "m")
+    loaded = Codec.from_pretrained(tmp_path / "m").model
+    assert torch.equal(loaded.decode(tokens, seed=2, realism=1), model.decode(tokens, seed=2, realism=1))
+    assert torch.equal(loaded.decode(tokens, seed=2, realism=0.5), model.decode(tokens, seed=2, realism=0.5))
+
+
 def test_a_generative_decoder_that_does_not_fit_is_refused(tmp_path) -> None:
     from safetensors.torch import save_file
 
@@ -212,6 +240,35 @@ def test_stage2_attaches_a_decoder_and_keeps_the_model(tmp_path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()]
     assert "div/loss" in rows[-1] and "adv/r1" in {k for r in rows for k in r}
     assert "rec/l1" not in rows[0]  # the first log window is the discriminator's warm-up
+
+
+def test_stage2_continues_the_shipped_decoder_and_adds_a_head(tmp_path) -> None:
+    """Stage 2 from a folder whose model has a generative decoder beside it starts from that decoder (not
+    the stage-1 one widened again) and, with head_channels, gives it a full-resolution head that exports."""
+    from wetok_train.state import initial_model
+
+    data = _make_images(tmp_path / "data")
+    model_dir, _ = _model_dir_and_image(tmp_path, 4)
+    cfg = _cfg(data, tmp_path / "s2", stage=2, init_from=str(model_dir), level_noise=True, head_channels=8)
+    shipped = Codec.from_pretrained(model_dir).model.decoder_for(1)
+    start = initial_model(cfg)
+    codes = start.tokens_to_codes(_tokens(start))
+    noise = start.draw_noise(codes.shape, seed=1)  # the shipped decoder's maps, then the head's
+    assert torch.allclose(start.decoder(codes, noise), shipped(codes, noise[:-1]), atol=1e-6)
+    again = {"steps": 2, "attach_decoder": True, "adversarial_weight": 0.1}
+    out = train(
+        _cfg(
+            data,
+            tmp_path / "s3",
+            stage=2,
+            init_from=str(model_dir),
+            level_noise=True,
+            head_channels=8,
+            **again,
+        ),
+        quiet=True,
+    )
+    assert Codec.from_pretrained(out).model.decoder_for(1).head.conv_in.out_channels == 8
 
 
 def _model_dir_and_image(tmp_path, seed: int):

@@ -80,7 +80,10 @@ FLAT_KEYS: dict[str, tuple[str, str]] = {
     "perceptual": ("loss", "perceptual_net"),
     **{f"disc_{k}": ("disc", k) for k in ("start", "channels", "augment", "lr", "warmup")},
     **{k: ("disc", k) for k in ("lecam_weight", "lecam_decay", "r1_weight", "r1_every")},
-    **{k: ("stage2", k) for k in ("level_noise", "attach_decoder", "diversity_target", "diversity_fraction")},
+    **{
+        k: ("stage2", k)
+        for k in ("level_noise", "head_channels", "attach_decoder", "diversity_target", "diversity_fraction")
+    },
     **{k: ("rate", k) for k in ("widen_groups", "group_dropout", "min_groups")},
 }
 # Values a phase may change: the schedule of the optimisation, not what is trained or on what.

@@ -132,16 +132,22 @@ class Stage2Config:
     tokens, files and model id stay what they were), and the mode-seeking term's target."""
 
     level_noise: bool = False
+    head_channels: int = 0  # a full-resolution head of this width on the generative decoder (0: none)
     attach_decoder: bool = False
     diversity_target: float = 0.02  # mean |decode(z1) - decode(z2)| on the [-1, 1] scale (2.55 on 0..255)
     diversity_fraction: float = 0.5  # share of the batch decoded a second time for the diversity term
-    # init_from holds a shipped discriminator (discriminator.safetensors): continue from it and from the
-    # shipped generative decoder; false: start over from the stage-1 decoder and a fresh discriminator.
+    # init_from has a generative decoder beside it: continue from it (and from its shipped discriminator,
+    # discriminator.safetensors, when there is one); false: start over from the stage-1 decoder and a
+    # fresh discriminator.
     continue_shipped: bool = True
 
     def validate(self) -> None:
         for name in ("level_noise", "attach_decoder", "continue_shipped"):
             check_bool(f"stage2.{name}", getattr(self, name))
+        h = self.head_channels
+        check(
+            type(h) is int and 0 <= h <= 256, f"stage2.head_channels must be an integer in 0..256, not {h!r}"
+        )
         check_number("stage2.diversity_target", self.diversity_target, low=0)
         f = self.diversity_fraction
         check(is_number(f) and 0 < f <= 1, f"stage2.diversity_fraction must be in (0, 1], not {f!r}")

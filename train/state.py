@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from wetok.errors import ConfigError
 from wetok.modeldir import is_model_dir
-from wetok.tokenizer import Tokenizer
+from wetok.tokenizer import Tokenizer, widen_for_noise
 from wetok_train.checkpoint import (
     CHECKPOINT_NAME,
     LEGACY_CHECKPOINT_NAME,
@@ -96,17 +96,21 @@ def generative_model(base: Tokenizer, cfg: TrainConfig) -> Tokenizer:
     whose decoder continues the shipped generative decoder when :func:`shipped_discriminator` says so."""
     if base.config.generative:
         return base
-    model = base.to_generative(level_noise=cfg.stage2.level_noise)
-    if shipped_discriminator(cfg) is None:
-        return model
+    model = base.to_generative(level_noise=cfg.stage2.level_noise, head_channels=cfg.stage2.head_channels)
     if not base.has_generative_decoder:
-        raise CheckpointError(
-            f"init_from {cfg.init_from} ships {DISCRIMINATOR_NAME} but no generative decoder to continue; "
-            "set stage2.continue_shipped = false to start over"
-        )
+        if shipped_discriminator(cfg) is not None:
+            raise CheckpointError(
+                f"init_from {cfg.init_from} ships {DISCRIMINATOR_NAME} but no generative decoder to "
+                "continue; set stage2.continue_shipped = false to start over"
+            )
+        return model
+    if not cfg.stage2.continue_shipped:
+        return model
     if not cfg.stage2.level_noise:
         raise ConfigError("continuing a shipped generative decoder needs stage2.level_noise = true")
-    model.decoder.load_state_dict(base.decoder_for(1).state_dict())
+    # The shipped decoder's weights; a head it lacks (head_channels) starts as a fresh one that adds nothing.
+    fresh = model.decoder.state_dict()
+    model.decoder.load_state_dict(widen_for_noise(base.decoder_for(1).state_dict(), fresh, keep_new=fresh))
     return model
 
 

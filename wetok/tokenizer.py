@@ -191,16 +191,19 @@ class Tokenizer(nn.Module):
         return decoder(codes, noise if decoder.generative else None, style).clamp_(-1, 1)
 
     # -- stage 2 -----------------------------------------------------------------------------------------
-    def to_generative(self, level_noise: bool = False) -> Tokenizer:
+    def to_generative(self, level_noise: bool = False, head_channels: int = 0) -> Tokenizer:
         """A generative copy whose decoder ``conv_in`` gains zero-initialised noise channels (and, with
-        ``level_noise``, zero-weighted noise inputs after every decoder block).
+        ``level_noise``, zero-weighted noise inputs after every decoder block; with ``head_channels``, a
+        zero-initialised full-resolution head).
 
         The copy reproduces this model's output exactly for any noise until it is fine-tuned.
         """
         if self.config.generative:
             raise ValueError("the model is already generative")
-        new = Tokenizer(self.config.replace(generative=True, level_noise=level_noise)).to(self.device)
-        new.load_state_dict(widen_for_noise(self.state_dict(), new.state_dict()))
+        config = self.config.replace(generative=True, level_noise=level_noise, head_channels=head_channels)
+        new = Tokenizer(config).to(self.device)
+        fresh = new.state_dict()
+        new.load_state_dict(widen_for_noise(self.state_dict(), fresh, keep_new=fresh))
         return new
 
     def with_groups(self, groups: int) -> Tokenizer:
@@ -284,13 +287,19 @@ class Tokenizer(nn.Module):
         return save_generative_decoder(self._generative[0], path, dtype, self.default_realism or 1.0)
 
 
-def widen_for_noise(state: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
+def widen_for_noise(
+    state: dict[str, Tensor], target: dict[str, Tensor], keep_new: dict[str, Tensor] | None = None
+) -> dict[str, Tensor]:
     """``state`` of a decoder (or tokenizer) made to fit ``target``, its generative version: ``conv_in`` gains
-    zero weights for the noise channels, noise injections start at zero."""
+    zero weights for the noise channels, noise injections start at zero. Weights ``state`` lacks are zero,
+    or taken from ``keep_new`` (a fresh initialisation) where it has them: the full-resolution head's
+    inner convolutions need non-zero weights to learn, its zero output convolution keeps the picture."""
     out = {}
     for key, ref in target.items():
         value = state.get(key)
-        if value is None:
+        if value is None and keep_new is not None and "head." in key and key in keep_new:
+            out[key] = keep_new[key].clone().to(ref.dtype)
+        elif value is None:
             out[key] = torch.zeros_like(ref)
         elif value.shape != ref.shape:
             if not key.endswith("conv_in.weight") or 2 * value.shape[1] != ref.shape[1]:
@@ -318,6 +327,10 @@ def save_generative_decoder(
     """Write a stage-2 decoder's weights; the metadata holds the realism files get by default."""
     state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in decoder.state_dict().items()}
     metadata = {"format": "pt", "wetok_decoder": "generative", "default_realism": f"{default_realism:.2f}"}
+    if hasattr(
+        decoder, "head"
+    ):  # read back by load_generative_decoder: a config is never guessed from shapes
+        metadata["head_channels"] = str(decoder.head.conv_in.out_channels)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
@@ -328,11 +341,15 @@ def load_generative_decoder(path: Path, config: TokenizerConfig) -> tuple[Decode
     level) and its default realism; checked like the model's own weights, one line naming the file."""
     from wetok.modeldir import ModelFilesError, check_state, read_weights, weights_metadata
 
-    decoder = Decoder(config.replace(generative=True, level_noise=True))
+    metadata = weights_metadata(path)
+    head = metadata.get("head_channels", "0")
+    if not head.isdigit() or int(head) > 256:
+        raise ModelFilesError(f"{path}: head_channels is not a whole number in 0..256")
+    decoder = Decoder(config.replace(generative=True, level_noise=True, head_channels=int(head)))
     state = read_weights(path)
     check_state(path, state, decoder.state_dict())
     try:
-        realism = float(weights_metadata(path).get("default_realism", "1"))
+        realism = float(metadata.get("default_realism", "1"))
     except ValueError:
         realism = -1.0
     if not 0 <= realism <= 1:
