@@ -311,13 +311,20 @@ def test_uint8_measure_of_identical_images() -> None:
     assert row["psnr"] == math.inf and row["detail_kept"] == 1.0 and row["seed_spread"] == 0.0
 
 
-def test_a_generative_decoder_without_a_discriminator_starts_over(setup, shipped: Path, tmp_path: Path):
+def test_a_generative_decoder_without_a_discriminator_continues_against_a_fresh_one(
+    setup, shipped: Path, tmp_path: Path
+) -> None:
     import shutil
+
+    from safetensors.torch import load_file
 
     folder = tmp_path / "no-disc"  # as the bundled default ships today: no discriminator yet
     shutil.copytree(shipped, folder)
     (folder / DISCRIMINATOR_NAME).unlink()
-    cfg = _stage2(setup, tmp_path / "r", init_from=str(folder), disc__channels=8)
-    state = build_state(cfg, CPU, 1)
-    stage1 = build_state(_stage2(setup, tmp_path / "s", disc__channels=8), CPU, 1)
-    assert torch.equal(state.tokenizer.decoder.conv_out.weight, stage1.tokenizer.decoder.conv_out.weight)
+    torch.manual_seed(0)
+    state = build_state(_stage2(setup, tmp_path / "r", init_from=str(folder), disc__channels=8), CPU, 1)
+    decoder = load_file(str(folder / GENERATIVE_DECODER_NAME))
+    assert torch.equal(state.tokenizer.decoder.conv_out.weight, decoder["conv_out.weight"].float())
+    trained = load_file(str(shipped / DISCRIMINATOR_NAME))["disc.main.0.weight"].float()
+    assert not torch.allclose(state.disc.main[0].weight, trained, atol=1e-3)  # a fresh discriminator
+    assert float(state.adv.ema_real) == 0.0
