@@ -406,3 +406,17 @@ def test_the_total_loss_is_the_weighted_sum_of_its_terms(data: Path, tmp_path: P
     assert float(terms["loss/total"]) == pytest.approx(sum(w * float(terms[k]) for k, w in weights.items()))
     hinge_and_lecam = float(terms["adv/disc"]) + cfg.disc.lecam_weight * float(terms["adv/lecam"])
     assert float(terms["adv/total"]) == pytest.approx(hinge_and_lecam)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).parents[1].glob("examples/*.toml")), ids=lambda p: p.name
+)
+def test_the_example_configs_validate_in_the_grouped_form(path: Path) -> None:
+    import tomllib
+
+    raw = tomllib.loads(path.read_text())
+    assert not set(raw) & set(FLAT_KEYS), "examples use the grouped form"
+    for phase in raw.get("phases", []):
+        assert not set(phase) & set(FLAT_KEYS)
+    cfg = load_config(path)
+    assert cfg.validation.holdout  # new recipes never train on the validation photos

@@ -4,6 +4,7 @@ a later stage 2 continues from."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -208,6 +209,9 @@ def test_the_run_logs_detail_kept_on_validation_crops(setup, tmp_path: Path) -> 
     for r in rows:
         assert math.isfinite(r["psnr"]) and r["detail_kept"] > 0 and r["seed_spread"] >= 0
     assert rows[0]["seed_spread"] == 0  # zero-initialised noise inputs: the stage-1 decoder, any seed
+    train(dataclasses.replace(cfg, steps=2), quiet=True, force=True)  # starting over starts a new curve
+    rows = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 2]
     too_large = {"validation__every": 2, "validation__crop": 512, "validation__data": str(val)}
     bad = _stage2(setup, tmp_path / "bad", **too_large)
     with pytest.raises(ValueError, match="validation.every: .* 512px"):
@@ -305,3 +309,22 @@ def test_uint8_measure_of_identical_images() -> None:
     img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     row = measure([(img, img, img)])
     assert row["psnr"] == math.inf and row["detail_kept"] == 1.0 and row["seed_spread"] == 0.0
+
+
+def test_a_generative_decoder_without_a_discriminator_continues_against_a_fresh_one(
+    setup, shipped: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "no-disc"  # as the bundled default ships today: no discriminator yet
+    shutil.copytree(shipped, folder)
+    (folder / DISCRIMINATOR_NAME).unlink()
+    torch.manual_seed(0)
+    state = build_state(_stage2(setup, tmp_path / "r", init_from=str(folder), disc__channels=8), CPU, 1)
+    decoder = load_file(str(folder / GENERATIVE_DECODER_NAME))
+    assert torch.equal(state.tokenizer.decoder.conv_out.weight, decoder["conv_out.weight"].float())
+    trained = load_file(str(shipped / DISCRIMINATOR_NAME))["disc.main.0.weight"].float()
+    assert not torch.allclose(state.disc.main[0].weight, trained, atol=1e-3)  # a fresh discriminator
+    assert float(state.adv.ema_real) == 0.0

@@ -211,7 +211,7 @@ class TrainConfig:
             "level: without it, the exported model folder could not be loaded)",
         )
         check(
-            self.loss.feature_matching == 0 or self.uses_discriminator,
+            self.max_over_phases("loss", "feature_matching") == 0 or self.uses_discriminator,
             "loss.feature_matching matches the discriminator's features: it needs loss.adversarial > 0",
         )
         if not self.init_from:  # with init_from, the loaded model's groups are checked (check_model_fits)

@@ -127,10 +127,20 @@ def load_discriminator(path: Path, disc: PatchDiscriminator, adv: AdversarialLos
     it is not a discriminator file or holds another architecture than the run's."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            _check_metadata(path, f.metadata() or {}, disc)  # before any tensor is read
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is not a discriminator file ({str(e).splitlines()[0]})") from None
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise CheckpointError(f"{path} holds NaN or infinite weights")
+    try:
+        disc.load_state_dict(_part(state, "disc.", disc))
+        adv.load_state_dict(_part(state, "lecam.", adv))
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit the discriminator ({str(e).splitlines()[0]})") from None
+
+
+def _check_metadata(path: Path, meta: dict[str, str], disc: PatchDiscriminator) -> None:
     if meta.get("format") != _FORMAT:
         raise CheckpointError(f"{path} is not a wetok discriminator file")
     shipped = (meta.get("channels"), meta.get("cond_channels"))
@@ -140,13 +150,6 @@ def load_discriminator(path: Path, disc: PatchDiscriminator, adv: AdversarialLos
             f"asks for {disc.channels} ({disc.cond_channels}): match disc.channels and disc.conditioned, "
             "or start a fresh one with stage2.continue_shipped = false"
         )
-    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-        raise CheckpointError(f"{path} holds NaN or infinite weights")
-    try:
-        disc.load_state_dict(_part(state, "disc.", disc))
-        adv.load_state_dict(_part(state, "lecam.", adv))
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit the discriminator ({str(e).splitlines()[0]})") from None
 
 
 def _part(state: dict[str, Tensor], prefix: str, module: nn.Module) -> dict[str, Tensor]:

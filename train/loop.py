@@ -2,7 +2,8 @@
 
 Stage 1 trains encoder + GQ + decoder (L1, perceptual, entropy, commitment, adversarial). Stage 2 starts from
 a stage-1 model, widens the decoder's ``conv_in`` with zero-initialised noise channels, freezes encoder and
-quantizer, re-initialises the discriminator and fine-tunes the decoder (L1, perceptual, adversarial).
+quantizer and fine-tunes the decoder (L1, perceptual, adversarial, feature matching, diversity) against a
+fresh discriminator, or continues a shipped generative decoder and discriminator (:mod:`wetok_train.state`).
 """
 
 from __future__ import annotations
@@ -254,8 +255,9 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bo
     state = build_state(cfg, device, world)
     cfg = dataclasses.replace(cfg, model=state.tokenizer.config)
     crops = load_validation_crops(cfg, cfg.model.downsample) if rank == 0 else None
-    if not resume and rank == 0:
-        ckpt_path.unlink(missing_ok=True)  # --force: the user asked to start over
+    if not resume and rank == 0:  # --force: the user asked to start over
+        ckpt_path.unlink(missing_ok=True)
+        (out / "validation.jsonl").unlink(missing_ok=True)  # a curve of the old run would mix with this one
     # The loader draws its worker seed from the global RNG: create it before the RNG state is restored.
     batches = iter(make_loader(cfg, ckpt["step"] if ckpt else 0, rank, world))
     if ckpt is not None:

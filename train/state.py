@@ -1,9 +1,10 @@
 """What a run trains and where it starts: the model (fresh, ``init_from``'s, widened, or made generative),
 its EMA, the discriminator, the optimisers; saved to and restored from checkpoints.
 
-Stage 2 from a model folder that ships a discriminator (``discriminator.safetensors``, written by stage 2's
-export) continues where that run stopped: the generator from the folder's generative decoder, the
-discriminator from its file. Optimisers start fresh either way (they are not shipped).
+Stage 2 from a model folder with a generative decoder beside the model continues where that run stopped:
+the generator from that decoder, the discriminator from ``discriminator.safetensors`` (written by stage 2's
+export) when the folder ships one, else a fresh one. Optimisers start fresh either way (not shipped);
+``stage2.continue_shipped = false`` starts over.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class State:
 
 def initial_model(cfg: TrainConfig) -> Tokenizer:
     """Stage 1: a fresh model, or the weights of ``init_from`` (fp16 exports come back as float32),
-    widened to ``rate.widen_groups``. Stage 2: the stage-1 model made generative (or the shipped generative
-    decoder continued, :func:`shipped_discriminator`), encoder and quantizer frozen."""
+    widened to ``rate.widen_groups``. Stage 2: the stage-1 model made generative (or its shipped generative
+    decoder continued, :func:`generative_model`), encoder and quantizer frozen."""
     if cfg.stage == 1:
         model = load_init_model(cfg.init_from) if cfg.init_from else Tokenizer(cfg.model)
         model = widened(model, cfg.rate.widen_groups)
@@ -93,7 +94,7 @@ def widened(model: Tokenizer, groups: int) -> Tokenizer:
 
 def generative_model(base: Tokenizer, cfg: TrainConfig) -> Tokenizer:
     """The generator stage 2 trains: ``base`` itself when generative, else ``base`` with noise inputs,
-    whose decoder continues the shipped generative decoder when :func:`shipped_discriminator` says so."""
+    whose decoder continues the generative decoder shipped beside it (``stage2.continue_shipped``)."""
     if base.config.generative:
         return base
     model = base.to_generative(level_noise=cfg.stage2.level_noise, head_channels=cfg.stage2.head_channels)

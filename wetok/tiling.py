@@ -27,7 +27,7 @@ on the bundled model and the example photo the tokens are identical and pixels d
 level (``tests/test_tiling.py``).
 
 A generative decoder's noise maps are drawn for the whole image from the seed
-(:meth:`wetok.tokenizer.Tokenizer.draw_noise`) and each block adds the rows it covers.
+(:func:`wetok.setting.draw_noise`) and each block adds the rows it covers.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from wetok.errors import ScratchSpaceError
 from wetok.image import unit_to_uint8
 from wetok.layers import ADAPTIVE_EPS, style_stats
+from wetok.setting import DecoderSetting, decoder_and_noise
 
 BLOCK_TOKENS = 512  # tokens per block (each level computes a block of the same token rows)
 
@@ -510,12 +511,12 @@ def decode_tiled(
     """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]`` by :func:`decode_blocked`; a grid larger than a
     ``tile``² tile keeps its buffers on disk. ``block`` overrides :func:`block_token_rows` (tests).
 
-    ``decoder`` paints (default: the one of ``realism``); a generative one takes ``noise``, the whole-grid
-    maps (default: drawn from ``seed``). A single token is decoded as a pair (as always), its noise
-    repeated."""
-    decoder = model.decoder_for(realism) if decoder is None else decoder
-    if decoder.generative and noise is None:
-        noise = model.draw_noise((1, model.config.latent_dim, *tokens.shape[1:3]), seed, noise_scale, realism)
+    ``decoder`` paints and a generative one takes ``noise``, the whole-grid maps; without them both come
+    from the setting ``(realism, seed, noise_scale)`` (:func:`wetok.setting.decoder_and_noise`). A single
+    token is decoded as a pair (as always), its noise repeated."""
+    if decoder is None:
+        setting = DecoderSetting(realism or 0.0, seed or 0, noise_scale)
+        decoder, noise = decoder_and_noise(model, setting, tuple(tokens.shape[1:3]))
     if tokens.shape[1] == tokens.shape[2] == 1:
         pair = [n.repeat(1, 1, 1, 2) for n in noise] if noise is not None else None
         f = model.config.downsample
