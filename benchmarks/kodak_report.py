@@ -3,13 +3,16 @@
     .venv/bin/python benchmarks/kodak_report.py ../shared/data/kodak [--model NAME_OR_DIR]
         [--out docs/results] [--no-fid] [--no-sweep] [--no-rate-sweep | --rate-only]
         [--perceptual effnet-lite0] [--threads N]
+    .venv/bin/python benchmarks/kodak_report.py --replot [--out docs/results]   # rd.png from eval.json
 
 The same library calls as ``wetok eval`` (default model, all four classic codecs, size matching, RD sweep,
 FID / KID on 256×256 patches, and the rate sweep: the model at scales 0.5 … 2 with every classic codec at
 those sizes, BD-rate / BD-PSNR against JPEG 2000). Writes ``OUT/eval.json``, ``OUT/rd/<codec>.json``
-(CompressAI layout), ``OUT/rd.png`` and ``OUT/rd_rate.png`` (need matplotlib), ``OUT/crops.png``,
-``OUT/crops_rate.png`` and ``OUT/results.md``, and prints the markdown. The perceptual column is
-``effnet-lite0`` by default, so the table reads the same on every machine.
+(CompressAI layout), ``OUT/rd.png`` and ``OUT/rd_rate.png`` (need matplotlib: ``pip install -e '.[plot]'``),
+``OUT/crops.png``, ``OUT/crops_rate.png`` and ``OUT/results.md``, and prints the markdown. ``--replot``
+redraws ``OUT/rd.png`` from ``OUT/eval.json`` alone (no images, no model): the plot of a report whose run
+had no matplotlib. The perceptual column is ``effnet-lite0`` by default, so the table reads the same on
+every machine.
 
 ``--rate-only`` runs the rate sweep alone (no FID, no perceptual distance) and writes ``OUT/rate.md``,
 ``OUT/rate.json``, ``OUT/rd/*-rate-sweep.json``, ``OUT/rd_rate.png`` and ``OUT/crops_rate.png``, leaving
@@ -28,11 +31,12 @@ import torch
 
 from wetok import fileio
 from wetok.eval.classic import CLASSIC_CODECS
-from wetok.eval.evaluate import EvalOptions, EvalReport, Scorer, load_images, run_eval, write_json
+from wetok.eval.evaluate import EvalOptions, EvalReport, Record, Scorer, load_images, run_eval, write_json
 from wetok.eval.rate_sweep import DEFAULT_SCALES, evaluate_rate_sweep, markdown_rate_table, run_rate_sweep
 from wetok.eval.report import crops_figure, markdown_table, plot_rate_rd, plot_rd, rate_crops_figure
 from wetok.fileio import find_images
 from wetok.metrics import detail_ratio
+from wetok.setting import DecoderSetting
 from wetok.zoo import load_codec
 
 
@@ -51,7 +55,7 @@ def generative_table(report: EvalReport, codec, originals: list) -> str:
             diffs = []
             for orig, recon in zip(originals, recons, strict=True):
                 tokens, size = codec.encode_tokens(orig)
-                other = np.asarray(codec.decode_tokens(tokens, size, seed=1, realism=realism))
+                other = np.asarray(codec.decode_tokens(tokens, size, DecoderSetting(realism, 1)))
                 diffs.append(np.abs(other.astype(float) - recon.astype(float)).mean())
             spread = f"{np.mean(diffs):.2f}"
         rows.append(f"| {report.labels[run]} | {detail:.2f} | {spread} |")
@@ -134,9 +138,28 @@ def rate_only(images: list, codec, out: Path, crops: int, progress) -> str:
     return text
 
 
+def report_from_json(path: Path) -> EvalReport:
+    """The part of a written ``eval.json`` the RD plot reads: per-image records, labels, realism."""
+    import json
+
+    data = json.loads(path.read_text())
+    fields = set(Record.__dataclass_fields__)
+    report = EvalReport(
+        names=data["images"],
+        records=[Record(**{k: v for k, v in r.items() if k in fields}) for r in data["per_image"]],
+        perceptual=data["perceptual"],
+    )
+    for row in data["summary"]:
+        report.labels[row["run"]] = row["label"]
+        if "realism" in row:
+            report.realism[row["run"]] = row["realism"]
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("kodak", type=Path, help="folder of Kodak PNGs (or any images)")
+    ap.add_argument("kodak", type=Path, nargs="?", help="folder of Kodak PNGs (or any images)")
+    ap.add_argument("--replot", action="store_true", help="only redraw OUT/rd.png from OUT/eval.json")
     ap.add_argument("--model", default=None, help="model name or directory (default: the default model)")
     ap.add_argument("--out", type=Path, default=Path("docs/results"))
     ap.add_argument(
@@ -149,6 +172,11 @@ def main() -> None:
     ap.add_argument("--crops", type=int, default=4, help="rows of crops.png")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy machine)")
     args = ap.parse_args()
+    if args.replot:
+        note = plot_rd(report_from_json(args.out / "eval.json"), args.out / "rd.png")
+        sys.exit(note)
+    if args.kodak is None:
+        ap.error("the folder of Kodak images is needed (or --replot)")
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

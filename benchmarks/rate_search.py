@@ -43,7 +43,7 @@ def run(codec, images: list[tuple[str, np.ndarray]], targets: list[float]) -> li
             t0 = time.perf_counter()
             choice = codec.compress_choice(rgb, bpp=target)
             seconds = time.perf_counter() - t0
-            decoded = np.asarray(codec.decompress(choice.data))
+            decoded = np.asarray(codec.decompress(choice.data).image)
             pixels = rgb.shape[0] * rgb.shape[1]
             assert decoded.shape == rgb.shape, (name, decoded.shape)
             assert not choice.reached or len(choice.data) <= int(target * pixels / 8), name

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from wetok import Tokenizer, TokenizerConfig
-from wetok.codec import Codec, decode_tiled, encode_tiled
+from wetok.codec import Codec
 from wetok.image import array_to_tensor, open_image, pad_to_multiple, tensor_to_array
+from wetok.tiling import decode_tiled, encode_tiled
 
 PHOTO = Path(__file__).parents[1] / "examples" / "washington_monument.png"
 
@@ -70,7 +71,7 @@ def child(task: str, size: int, model: str, preset: str | None, tile: int | None
         data = codec.pack_tokens(tokens, (size, size), "raw")
         baseline = rss_mb()
         start = time.perf_counter()
-        assert codec.decompress(data).size == (size, size)
+        assert codec.decompress(data).image.size == (size, size)
     return {
         "task": task,
         "size": size,

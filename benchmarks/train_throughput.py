@@ -16,7 +16,9 @@ import torch
 
 from wetok.config import TokenizerConfig
 from wetok_train.config import TrainConfig, load_config
-from wetok_train.loop import GeneratorLoss, build_state, load_perceptual_loss, train_step
+from wetok_train.loop import load_perceptual_loss, train_step
+from wetok_train.losses import GeneratorLoss
+from wetok_train.state import build_state
 
 CANDIDATES = {
     "default (examples/train_default.toml)": load_config(
@@ -27,8 +29,9 @@ CANDIDATES = {
 }
 
 
-def measure(model: TokenizerConfig, args: argparse.Namespace, **overrides: object) -> float:
-    cfg = TrainConfig(model=model, crop=args.crop, batch_size=args.batch, **overrides)  # type: ignore[arg-type]
+def measure(model: TokenizerConfig, args: argparse.Namespace, **groups: dict) -> float:
+    cfg = TrainConfig.from_dict({"crop": args.crop, "batch_size": args.batch, **groups})
+    cfg.model = model
     state = build_state(cfg, torch.device("cpu"), 1)
     loss_fn = GeneratorLoss(cfg, load_perceptual_loss(cfg, torch.device("cpu")))
     x = torch.rand(args.batch, 3, args.crop, args.crop) * 2 - 1
@@ -50,10 +53,10 @@ def main() -> None:
     for name, model in CANDIDATES.items():
         params = sum(p.numel() for p in __import__("wetok").Tokenizer(model).parameters()) / 1e6
         for label, kw in [
-            ("rec only", {"adversarial_weight": 0.0, "perceptual": "none"}),
-            ("+perc", {"adversarial_weight": 0.0}),
-            ("+perc+gan32", {"disc_channels": 32}),
-            ("+perc+gan64", {"disc_channels": 64}),
+            ("rec only", {"loss": {"adversarial": 0.0, "perceptual_net": "none"}}),
+            ("+perc", {"loss": {"adversarial": 0.0}}),
+            ("+perc+gan32", {"disc": {"channels": 32}}),
+            ("+perc+gan64", {"disc": {"channels": 64}}),
         ]:
             rows.append(
                 {

@@ -30,7 +30,7 @@ def main() -> None:
     codec = load_codec(args.model)
     original = np.asarray(Image.open(PHOTO).convert("RGB"))
     data = codec.compress(original)
-    decoded = np.asarray(codec.decompress(data, seed=0))
+    decoded = np.asarray(codec.decompress(data, seed=0).image)
     info = read_info(data)
     side_by_side = np.concatenate([original, np.full((original.shape[0], 8, 3), 255, np.uint8), decoded], 1)
     png = io.BytesIO()

@@ -8,16 +8,17 @@ data=${1:-../shared/data/train}
 wetok train examples/train_default.toml --data "$data"
 # Phase 2, as the shipped model was trained: continue from phase 1's exported weights, fresh optimizer.
 wetok train examples/train_default.toml --data "$data" --out runs/default-continue \
-  --init-from runs/default-stage1/model -s warmup_steps=300 -s steps=5000 -s 'lr_drops=[4000]'
+  --init-from runs/default-stage1/model -s optim.warmup_steps=300 -s steps=5000 -s 'optim.lr_drops=[4000]'
 # The export fits the entropy tables on 64 crops; refit them on every training photo.
 wetok fit-prior runs/default-continue/model "$data" -o runs/default-model --force
 cp runs/default-stage1/config.resolved.json runs/default-model/train_stage1.json
 cp runs/default-continue/config.resolved.json runs/default-model/train_stage1_continue.json
 # Stage 2: the generative decoder, trained against the finished model (frozen) and attached beside it; the
-# model's weights, tables and id stay as they are (examples/train_default_stage2.toml).
+# model's weights, tables and id stay as they are (examples/train_default_stage2.toml). Its discriminator
+# ships too (training state only: not part of the model id), so the next stage 2 continues from both.
 wetok train examples/train_default_stage2.toml --data "$data" --init-from runs/default-model \
   --out runs/default-stage2
-cp runs/default-stage2/model/decoder_generative.safetensors runs/default-model/
+cp runs/default-stage2/model/{decoder_generative,discriminator}.safetensors runs/default-model/
 cp runs/default-stage2/config.resolved.json runs/default-model/train_stage2.json
 python examples/summarize_training.py runs/default-stage1 runs/default-continue runs/default-stage2 \
   > runs/default-model/TRAINING.md

@@ -8,6 +8,7 @@
 # stops itself after TIME_LIMIT seconds at the latest (SIGTERM saves a checkpoint) and is then exported
 # from that checkpoint, so the model directory always appears:
 #   $OUT/default-stage2/model/   the default model unchanged + decoder_generative.safetensors
+#                                + discriminator.safetensors (stage 2 from this folder continues from it)
 # Without a CUDA GPU it does nothing and says so (exit 0): the CPU recipe is the toml itself.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,8 +21,8 @@ if ! python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
   exit 0
 fi
 args=(examples/train_default_stage2.toml -s "data=\"$DATA\"" -s "out=\"$RUN\"" -s 'device="cuda"'
-      -s threads=0 -s num_workers=6 -s batch_size=32 -s steps=12000 -s lr_drops=[10000]
-      -s disc_warmup=300 -s log_every=100 -s sample_every=2000 -s checkpoint_every=500)
+      -s threads=0 -s num_workers=6 -s batch_size=32 -s steps=12000 -s optim.lr_drops=[10000]
+      -s disc.warmup=300 -s log_every=100 -s sample_every=2000 -s checkpoint_every=500)
 status=0
 timeout --signal=TERM --kill-after=60 "$TIME_LIMIT" wetok train "${args[@]}" --force || status=$?
 if [[ ! -d "$RUN/model" ]]; then

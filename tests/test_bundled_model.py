@@ -40,10 +40,10 @@ def test_default_model_round_trip(codec: wetok.Codec) -> None:
     image = _photo_like(96, 136)  # not a multiple of 16: padded and cropped back
     data = codec.compress(image)
     assert len(data) < 96 * 136 * 3 // 100
-    out = np.asarray(codec.decompress(data, seed=0))
+    out = np.asarray(codec.decompress(data, seed=0).image)
     assert out.shape == image.shape
     assert psnr(image, out) > 20  # trained: 25.5 dB (default-v1: 16.3 dB)
-    assert np.array_equal(out, np.asarray(codec.decompress(data, seed=0)))
+    assert np.array_equal(out, np.asarray(codec.decompress(data, seed=0).image))
 
 
 def test_first_default_model_keeps_its_id_and_codes_context() -> None:

@@ -87,7 +87,7 @@ def test_compress_decompress_round_trip_beside_inputs(env: Path, model_root: Pat
     assert "a.wtk -> a.png: 30x22" in result.stderr and "PSNR" in result.stderr
     codec = Codec.from_pretrained(model_root / "tiny")
     assert data == codec.compress(Image.open(env / "orig.png"))
-    expected = np.asarray(codec.decompress(data))
+    expected = np.asarray(codec.decompress(data).image)
     assert np.array_equal(np.asarray(Image.open(env / "a.png")), expected)  # PNG output is lossless
 
 
@@ -295,3 +295,27 @@ def test_shell_completion() -> None:
     env = {"_WETOK_COMPLETE": "bash_complete", "COMP_WORDS": "wetok dec", "COMP_CWORD": "1"}
     result = CliRunner().invoke(cli, [], env=env, prog_name="wetok")
     assert "decompress" in result.stdout
+
+
+# -- hostile options and streams (issue 28) -----------------------------------------------------------------
+@pytest.mark.parametrize("command", ["compress", "decompress", "eval"])
+@pytest.mark.parametrize("value", ["nan", "-NaN"])
+def test_realism_nan_is_a_usage_error(env: Path, command: str, value: str) -> None:
+    """``FloatRange(0, 1)`` lets NaN through (it compares false with both ends)."""
+    result = wetok(command, "a.png", "--realism", value)
+    assert result.exit_code == 2 and "'--realism'" in result.stderr and "internal" not in result.output
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["info", "--help"]])
+@pytest.mark.parametrize("redirect", [">&-", "> /dev/full"])
+def test_help_and_version_to_a_closed_or_full_stdout_fail(args: list[str], redirect: str) -> None:
+    """They run while the command line is parsed, before the commands' own error handling."""
+    import shlex
+    import subprocess
+    import sys
+
+    command = " ".join(map(shlex.quote, [sys.executable, "-m", "wetok_cli.main", *args])) + " " + redirect
+    done = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120)
+    stderr = done.stderr.decode()
+    assert done.returncode == 1 and "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
+    assert "stdout is closed" in stderr or "No space left on device" in stderr

@@ -12,17 +12,12 @@ import torch
 from PIL import Image
 
 from wetok import Tokenizer, TokenizerConfig, zoo
-from wetok.codec import Codec, compress, decode_tiled, decompress, encode_tiled, read_info
+from wetok.codec import Codec, compress, decompress
 from wetok.errors import ModelMismatchError, WtkFormatError
-from wetok.image import (
-    ImageConversionWarning,
-    blend_weights,
-    core_spans,
-    pad_to_multiple,
-    tile_spans,
-    to_rgb_array,
-)
+from wetok.image import ImageConversionWarning, pad_to_multiple, to_rgb_array
+from wetok.info import read_info
 from wetok.prior import fit_prior
+from wetok.tiling import decode_tiled, encode_tiled
 
 
 def tiny_model(seed: int = 0, generative: bool = False) -> Tokenizer:
@@ -78,7 +73,7 @@ def test_pack_tokens_checks_shape_and_range(codec: Codec) -> None:
 
 def test_compress_decompress_keeps_size(codec: Codec) -> None:
     data = codec.compress(noise_image(37, 29))
-    image = codec.decompress(data)
+    image = codec.decompress(data).image
     assert image.mode == "RGB" and image.size == (29, 37)
 
 
@@ -102,7 +97,7 @@ def test_module_level_wrappers_accept_a_bare_tokenizer() -> None:
     model = tiny_model(2)
     data = compress(noise_image(10, 12), model, mode="static")
     assert read_info(data).mode == "raw"  # uniform prior: static never saves bytes
-    assert decompress(data, model).size == (12, 10)
+    assert decompress(data, model).image.size == (12, 10)
     with pytest.raises(TypeError):
         compress(noise_image(4, 4), object())
 
@@ -115,7 +110,7 @@ def test_file_object_versions(codec: Codec, tmp_path: Path) -> None:
     n = codec.compress_file(png, out)
     assert n == len(out.getvalue())
     out.seek(0)
-    image = codec.decompress_file(out, tmp_path / "x.png")
+    image = codec.decompress_file(out, tmp_path / "x.png").image
     assert Image.open(tmp_path / "x.png").size == image.size == (11, 9)
     codec.compress_file(tmp_path / "x.png", tmp_path / "x.wtk")
     buf = io.BytesIO()
@@ -126,10 +121,10 @@ def test_file_object_versions(codec: Codec, tmp_path: Path) -> None:
 def test_generative_seed_reproducible() -> None:
     codec = Codec(tiny_model(3, generative=True))
     data = codec.compress(noise_image(12, 12))
-    a, b = np.asarray(codec.decompress(data, seed=5)), np.asarray(codec.decompress(data, seed=5))
+    a, b = np.asarray(codec.decompress(data, seed=5).image), np.asarray(codec.decompress(data, seed=5).image)
     np.testing.assert_array_equal(a, b)
     # conv_in's noise weights are random here, so another seed gives other pixels
-    assert not np.array_equal(a, np.asarray(codec.decompress(data, seed=6)))
+    assert not np.array_equal(a, np.asarray(codec.decompress(data, seed=6).image))
 
 
 # -- model ids --------------------------------------------------------------------------------------------
@@ -266,19 +261,6 @@ def test_padding() -> None:
 
 
 # -- tiling -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "n, tile, overlap", [(100, 32, 4), (33, 12, 4), (50, 12, 4), (7, 9, 3), (64, 30, 10)]
-)
-def test_tile_spans_cover_and_weights_sum_to_one(n: int, tile: int, overlap: int) -> None:
-    spans = tile_spans(n, tile, overlap)
-    assert spans[0][0] == 0 and spans[-1][1] == n and all(e - s <= tile for s, e in spans)
-    total = np.zeros(n * 2)
-    for (s, e), w in zip(spans, blend_weights(spans, 2), strict=True):
-        total[s * 2 : e * 2] += w
-    np.testing.assert_allclose(total, 1.0, atol=1e-6)
-    assert sum(e - s for s, e in core_spans(n, tile)) == n
-
-
 def test_tiled_real_model_equals_untiled(codec: Codec) -> None:
     """The exact engine (details in tests/test_tiling.py): tiles and blocks change nothing."""
     x = torch.rand(1, 3, 40, 48) * 2 - 1

@@ -189,6 +189,37 @@ def test_short_payload_cannot_claim_a_huge_grid() -> None:
         coder.decode(golden_model().model_id + b"\0" * 8, 4096, 4096)
 
 
+def test_a_payload_holds_at_least_one_bit_per_256_raw_bits() -> None:
+    """The table's most confident probability alone let 16 coded bytes claim 117,000 tokens of the bundled
+    model: a 37-byte file decoded to 4096 x 4096 (a range decoder fed too few words does not notice)."""
+    from wetok.entropy import MAX_CONTEXT_RATIO
+    from wetok.zoo import BUNDLED_DIR
+
+    bundled = ContextCoder(ContextModel.load(BUNDLED_DIR / "default"))
+    assert bundled.max_tokens(4 + 16) < 2048
+    with pytest.raises(WtkFormatError, match="too short"):
+        bundled.decode(bundled.context.model_id + bytes(16), 256, 256)
+    confident = ContextModel.from_dict(
+        {
+            **golden_model().to_dict(),
+            "bias": [-1000] * 8,
+            "table": [1] * 160 + [1 << 23] + [PROB_TOTAL - 1] * 160,
+        }
+    )
+    coder = ContextCoder(confident)
+    for n in range(0, 400, 7):
+        assert coder.max_tokens(4 + n) * confident.token_bits <= MAX_CONTEXT_RATIO * (32 * -(-n // 4) + 96)
+    zeros = np.zeros((128, 128, 2), np.int64)
+    assert confident.ideal_bits(zeros) < 1  # nearly free to code: the encoder pads to what decoders accept
+    payload = coder.encode(zeros)
+    assert len(payload) - 4 == coder.min_coded_bytes(128 * 128) > 40
+    assert np.array_equal(coder.decode(payload, 128, 128), zeros.reshape(-1, 2))
+    with pytest.raises(WtkFormatError, match="too short"):
+        coder.decode(payload[:-8], 128, 128)
+    for count in range(1, 5000, 37):  # the padding always suffices, rounding included
+        assert coder.max_tokens(4 + coder.min_coded_bytes(count)) >= count
+
+
 def test_garbage_payloads_raise_format_errors_or_decode() -> None:
     coder = ContextCoder(golden_model())
     rng = np.random.default_rng(0)

@@ -4,6 +4,7 @@ refused at load, model ids unchanged by adding a context model."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,11 +13,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.conftest import tiny_model
-from wetok.codec import Codec, read_info
+from tests.conftest import no_hang, tiny_model
+from wetok.codec import Codec
 from wetok.context import CONTEXT_NAME, ContextModel
 from wetok.context_fit import fit_context_model
 from wetok.errors import ContextModelError, ModelMismatchError
+from wetok.info import read_info
 from wetok.modeldir import hash_model_id
 from wetok.prior import PRIOR_NAME, fit_prior
 from wetok_cli.main import cli
@@ -85,7 +87,7 @@ def test_tiling_changes_nothing_in_the_payload(model_dir: Path, codec: Codec) ->
     assert read_info(data).mode == "context"
     assert data == codec.pack_tokens(tokens, size)
     assert torch.equal(codec.unpack_tokens(data)[0], tokens)
-    assert tiled.decompress(data).size == (60, 44)
+    assert tiled.decompress(data).image.size == (60, 44)
 
 
 def test_adding_a_context_model_keeps_the_model_id(model_dir: Path, tmp_path: Path) -> None:
@@ -126,17 +128,21 @@ def _other_shape(path: Path) -> None:
         ),
         (lambda p: p.write_bytes(b""), "cannot read context model"),
         (_other_shape, "g=1, d'=4; the model has g=2, d'=4"),
+        (lambda p: (p.unlink(), os.mkfifo(p)), "is a FIFO, not a regular file"),  # a hang before
+        (lambda p: p.write_text("[" * 100_000 + "]" * 100_000), "nested too deeply"),  # a RecursionError
     ],
+    ids=["truncated", "no table", "empty", "other shape", "fifo", "deep"],
 )
 def test_bad_context_model_refused_at_load(model_dir: Path, tmp_path: Path, edit, message: str) -> None:
     path = _broken(model_dir, tmp_path, edit)
-    with pytest.raises(ContextModelError, match=message) as err:
+    with no_hang(), pytest.raises(ContextModelError, match=message) as err:
         Codec.from_pretrained(path)
     assert str(path / CONTEXT_NAME) in str(err.value) and "\n" not in str(err.value)
     from PIL import Image
 
     Image.fromarray(ramp_image(8, 8)).save(tmp_path / "x.png")
-    result = CliRunner().invoke(cli, ["compress", str(tmp_path / "x.png"), "-m", str(path)])
+    with no_hang():
+        result = CliRunner().invoke(cli, ["compress", str(tmp_path / "x.png"), "-m", str(path)])
     assert result.exit_code == 2 and CONTEXT_NAME in result.stderr and len(result.stderr.splitlines()) == 1
 
 

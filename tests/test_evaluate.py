@@ -314,3 +314,54 @@ def test_fid_on_patches_with_the_real_network(model_dir: Path, image_dir: Path, 
     res = report.fid["wetok:tiny"]
     assert res.n == 2 + 1 and res.patch == 32 and res.fid > 0  # 48x64 → 2 patches, 40x56 → 1
     assert report.fid["jpeg@matched"].fid < res.fid
+
+
+# -- the report folder (issue 28): nothing replaced without --force, no folder that is a link -------------
+def _eval_args(model_dir: Path, image_dir: Path, out: Path) -> list[str]:
+    quick = ["--codecs", "jpeg", "--settings", "jpeg=20", "--no-fid", "--perceptual", "none", "--no-cache"]
+    return [str(image_dir), "-m", str(model_dir), *quick, "--crops", "1", "--html", "-o", str(out)]
+
+
+@pytest.fixture(scope="module")
+def full_report(model_dir: Path, image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "ev"
+    result = CliRunner().invoke(eval_cmd, _eval_args(model_dir, image_dir, out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kept", ["report.html", "crops.png", "rd.png", "rd/jpeg.json", "report_files"])
+def test_eval_replaces_no_report_file_without_force(
+    model_dir: Path, image_dir: Path, tmp_path: Path, full_report: Path, kept: str
+) -> None:
+    """Only eval.json was created exclusively: an earlier report's page, crops, curves and pictures were
+    replaced without --force."""
+    import shutil
+
+    out = tmp_path / "ev"
+    shutil.copytree(full_report, out)
+    for name in ["eval.json", "report.html", "crops.png", "rd.png", "rd", "report_files"]:
+        if name != kept.split("/")[0]:
+            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink(missing_ok=True)
+    if not (out / kept).exists():  # rd.png: only where matplotlib is installed
+        (out / kept).write_bytes(b"an earlier plot")
+    before = _files(out)
+    result = CliRunner().invoke(eval_cmd, _eval_args(model_dir, image_dir, out))
+    assert result.exit_code == 1 and "--force" in result.output and kept.split("/")[0] in result.output
+    assert _files(out) == before
+
+
+def test_eval_never_writes_into_a_linked_report_folder(
+    model_dir: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "ev"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / "rd").symlink_to(elsewhere)
+    result = CliRunner().invoke(eval_cmd, [*_eval_args(model_dir, image_dir, out), "--force"])
+    assert result.exit_code == 1 and "rd is not a folder (a symbolic link?)" in result.output
+    assert list(elsewhere.iterdir()) == [] and not (out / "eval.json").exists()

@@ -11,32 +11,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.conftest import tiny_model
+from tests.conftest import tiny_model, with_generative_decoder
 from tests.test_train import _cfg, _make_images
 from wetok import Codec, Tokenizer
 from wetok import format as fmt
 from wetok.errors import RealismError
-from wetok.format import DecoderSetting, Header
+from wetok.format import Header
 from wetok.modeldir import GENERATIVE_DECODER_NAME, ModelFilesError, read_model_id
-from wetok.seeds import search_seed
+from wetok.setting import DecoderSetting
 from wetok.tokenizer import load_generative_decoder
 from wetok_cli.main import cli
 from wetok_train.loop import train
 from wetok_train.losses import diff_augment, diversity_loss
-
-
-def _with_generative(seed: int = 0, strength: float = 0.5) -> Tokenizer:
-    """A tiny model with a generative decoder attached whose noise weights are non-zero (as if trained)."""
-    model = tiny_model(seed)
-    generative = model.to_generative(level_noise=True).decoder
-    with torch.no_grad():
-        for name, p in generative.named_parameters():
-            if ".noise." in name:
-                p.fill_(strength)
-            elif name == "conv_in.weight":
-                p[:, model.config.latent_dim :].normal_(0, 0.1)
-    model.attach_generative_decoder(generative, default_realism=0.8)
-    return model
 
 
 def _tokens(model: Tokenizer, h: int = 5, w: int = 7) -> torch.Tensor:
@@ -54,39 +40,8 @@ def test_level_noise_starts_as_the_stage1_decoder() -> None:
     assert shapes == [(1, model.config.latent_dim, 5, 7), (1, 1, 5, 7), (1, 1, 10, 14)]
 
 
-def test_noise_maps_are_drawn_from_the_seed_release_noise_first() -> None:
-    model = _with_generative()
-    shape = (1, model.config.latent_dim, 5, 7)
-    maps = model.draw_noise(shape, seed=4, realism=1)
-    assert all(
-        torch.equal(a, b) for a, b in zip(maps, model.draw_noise(shape, seed=4, realism=1), strict=True)
-    )
-    assert torch.equal(maps[0], model.make_noise(shape, seed=4))  # release models draw what they always did
-    tokens = _tokens(model)
-    a, b = model.decode(tokens, seed=0, realism=1), model.decode(tokens, seed=1, realism=1)
-    assert torch.equal(a, model.decode(tokens, seed=0, realism=1))
-    assert (a - b).abs().mean() > 0.01  # seeds matter
-
-
-def test_realism_picks_or_blends_the_decoders() -> None:
-    model = _with_generative()
-    assert model.decoder_for(None) is model.decoder and model.decoder_for(0) is model.decoder
-    generative = model.decoder_for(1)
-    half = model.decoder_for(0.5).state_dict()
-    base = model.decoder.state_dict()
-    for key, value in generative.state_dict().items():
-        if key in base and base[key].shape == value.shape:
-            assert torch.allclose(half[key], (base[key] + value) / 2, atol=1e-6)
-    noise = half["up.0.noise.0.weight"]
-    assert torch.allclose(noise, generative.state_dict()["up.0.noise.0.weight"] / 2)
-    with pytest.raises(RealismError, match="no generative decoder"):
-        tiny_model().decoder_for(0.5)
-    with pytest.raises(RealismError, match=r"\[0, 1\]"):
-        model.decoder_for(1.5)
-
-
 def test_generative_decoder_travels_beside_an_unchanged_model(tmp_path) -> None:
-    model = _with_generative()
+    model = with_generative_decoder()
     Codec(model).save_pretrained(tmp_path / "m")
     model_id = read_model_id(tmp_path / "m")
     model.save_generative_decoder(tmp_path / "m")
@@ -98,6 +53,34 @@ def test_generative_decoder_travels_beside_an_unchanged_model(tmp_path) -> None:
         loaded.model.decode(tokens, seed=2, realism=1), model.decode(tokens, seed=2, realism=1)
     )
     assert torch.equal(loaded.model.decode(tokens), tiny_model().decode(tokens))
+
+
+def test_full_resolution_head_starts_as_the_picture_and_travels(tmp_path) -> None:
+    """A zero-initialised head changes no pixel until trained; its width travels in the decoder file's
+    metadata (never guessed from shapes); its noise map is drawn last, so the maps before it are unchanged;
+    the realism blend sees no head in the faithful decoder (zero weights: the picture passes through)."""
+    model = tiny_model()
+    widened = model.to_generative(level_noise=True, head_channels=8)
+    head = widened.decoder.head
+    assert head.conv_mid.weight.abs().sum() > 0 and head.conv_out.weight.abs().sum() == 0  # can learn
+    tokens = _tokens(model)
+    assert torch.equal(widened.decode(tokens, seed=3), model.decode(tokens))
+    shape = (1, model.config.latent_dim, 5, 7)
+    f = model.config.downsample
+    assert widened.decoder.noise_shapes(shape)[-1] == (1, 1, 5 * f, 7 * f)  # one map at full resolution
+    with torch.no_grad():
+        head.conv_out.weight.normal_(0, 0.1)
+        head.noise.weight.fill_(0.5)
+    model.attach_generative_decoder(widened.decoder)
+    without = tiny_model().to_generative(level_noise=True).decoder.noise_shapes(shape)
+    assert model.draw_noise(shape, seed=4, realism=1)[: len(without)][-1].shape == without[-1]
+    a, b = model.decode(tokens, seed=0, realism=1), model.decode(tokens, seed=1, realism=1)
+    assert (a - b).abs().mean() > 0.001  # the head's per-pixel noise reaches the picture
+    Codec(model).save_pretrained(tmp_path / "m")
+    model.save_generative_decoder(tmp_path / "m")
+    loaded = Codec.from_pretrained(tmp_path / "m").model
+    assert torch.equal(loaded.decode(tokens, seed=2, realism=1), model.decode(tokens, seed=2, realism=1))
+    assert torch.equal(loaded.decode(tokens, seed=2, realism=0.5), model.decode(tokens, seed=2, realism=0.5))
 
 
 def test_a_generative_decoder_that_does_not_fit_is_refused(tmp_path) -> None:
@@ -116,7 +99,7 @@ def test_a_generative_decoder_that_does_not_fit_is_refused(tmp_path) -> None:
 
 
 def test_files_carry_the_decoder_setting() -> None:
-    codec = Codec(_with_generative())
+    codec = Codec(with_generative_decoder())
     image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
     data = codec.compress(image)
     header, _ = fmt.unpack(data)
@@ -125,20 +108,25 @@ def test_files_carry_the_decoder_setting() -> None:
     header, _ = fmt.unpack(data)
     assert (header.realism, header.seed) == (1.0, 9)
     tokens, _ = codec.unpack_tokens(data)
-    expected = codec.decode_tokens(tokens, (20, 28), seed=9, realism=1)
-    assert np.array_equal(np.asarray(codec.decompress(data)), np.asarray(expected))
-    overridden = codec.decode_tokens(tokens, (20, 28), seed=3, realism=0.25)
-    assert np.array_equal(np.asarray(codec.decompress(data, seed=3, realism=0.25)), np.asarray(overridden))
+    expected = codec.decode_tokens(tokens, (20, 28), DecoderSetting(1, 9))
+    image_out, used = codec.decompress(data)
+    assert used == DecoderSetting(1, 9) and np.array_equal(np.asarray(image_out), np.asarray(expected))
+    overridden = codec.decode_tokens(tokens, (20, 28), DecoderSetting(0.25, 3))
+    decoded = codec.decompress(data, seed=3, realism=0.25)
+    assert decoded.setting == DecoderSetting(0.25, 3)
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(overridden))
     with pytest.raises(RealismError):
         Codec(tiny_model()).compress(image, realism=0.5)
 
 
 def test_files_without_a_setting_decode_with_the_models_own_decoder() -> None:
-    plain, with_gd = Codec(tiny_model()), Codec(_with_generative())
+    plain, with_gd = Codec(tiny_model()), Codec(with_generative_decoder())
     image = np.random.default_rng(1).integers(0, 256, (16, 24, 3), dtype=np.uint8)
     data = plain.compress(image)
     assert data[2] == 1 and fmt.unpack(data)[0].realism is None  # version 1, byte for byte as before
-    assert np.array_equal(np.asarray(with_gd.decompress(data)), np.asarray(plain.decompress(data)))
+    decoded = with_gd.decompress(data)
+    assert decoded.setting == DecoderSetting(0, 0)  # the model's own decoder, seed 0
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(plain.decompress(data).image))
 
 
 def test_header_decoder_setting_round_trip_and_limits() -> None:
@@ -153,23 +141,6 @@ def test_header_decoder_setting_round_trip_and_limits() -> None:
     body[fmt._FIXED + 3] = 101  # realism byte above 100 hundredths
     with pytest.raises(fmt.WtkFormatError, match="realism"):
         fmt.unpack(bytes(body) + zlib.crc32(bytes(body)).to_bytes(4, "big"))
-    with pytest.raises(ValueError):
-        DecoderSetting(0.5, fmt.MAX_SEED + 1)
-
-
-def test_seed_search_keeps_the_closest_decode() -> None:
-    rng = np.random.default_rng(2)
-    original = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    noisy = {
-        s: np.clip(original + rng.normal(0, 5 + 40 * abs(s - 13), original.shape), 0, 255)
-        for s in range(10, 18)
-    }
-    best = search_seed(lambda s: noisy[s].astype(np.uint8), original, DecoderSetting(1.0, 10), 8)
-    assert best == DecoderSetting(1.0, 13)
-    codec = Codec(_with_generative())
-    image = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    searched = fmt.unpack(codec.compress(image, realism=1, seed_search=4))[0]
-    assert 0 <= searched.seed < 4
 
 
 def test_data_efficient_gan_pieces() -> None:
@@ -207,11 +178,40 @@ def test_stage2_attaches_a_decoder_and_keeps_the_model(tmp_path) -> None:
     assert (out / "model.safetensors").read_bytes() == (first / "model.safetensors").read_bytes()
     codec = Codec.from_pretrained(out)
     assert codec.model.has_generative_decoder
-    noise_weights = codec.model.decoder_for(1).up[0].noise[0].weight
+    noise_weights = codec.model.generative_decoder.up[0].noise[0].weight
     assert noise_weights.abs().sum() > 0  # the noise inputs were trained
     rows = [json.loads(line) for line in (tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()]
     assert "div/loss" in rows[-1] and "adv/r1" in {k for r in rows for k in r}
     assert "rec/l1" not in rows[0]  # the first log window is the discriminator's warm-up
+
+
+def test_stage2_continues_the_shipped_decoder_and_adds_a_head(tmp_path) -> None:
+    """Stage 2 from a folder whose model has a generative decoder beside it starts from that decoder (not
+    the stage-1 one widened again) and, with head_channels, gives it a full-resolution head that exports."""
+    from wetok_train.state import initial_model
+
+    data = _make_images(tmp_path / "data")
+    model_dir, _ = _model_dir_and_image(tmp_path, 4)
+    cfg = _cfg(data, tmp_path / "s2", stage=2, init_from=str(model_dir), level_noise=True, head_channels=8)
+    shipped = Codec.from_pretrained(model_dir).model.decoder_for(1)
+    start = initial_model(cfg)
+    codes = start.tokens_to_codes(_tokens(start))
+    noise = start.draw_noise(codes.shape, seed=1)  # the shipped decoder's maps, then the head's
+    assert torch.allclose(start.decoder(codes, noise), shipped(codes, noise[:-1]), atol=1e-6)
+    again = {"steps": 2, "attach_decoder": True, "adversarial_weight": 0.1}
+    out = train(
+        _cfg(
+            data,
+            tmp_path / "s3",
+            stage=2,
+            init_from=str(model_dir),
+            level_noise=True,
+            head_channels=8,
+            **again,
+        ),
+        quiet=True,
+    )
+    assert Codec.from_pretrained(out).model.decoder_for(1).head.conv_in.out_channels == 8
 
 
 def _model_dir_and_image(tmp_path, seed: int):
@@ -219,7 +219,7 @@ def _model_dir_and_image(tmp_path, seed: int):
     from PIL import Image
 
     model_dir = tmp_path / "m"
-    model = _with_generative()
+    model = with_generative_decoder()
     Codec(model).save_pretrained(model_dir)
     model.save_generative_decoder(model_dir)
     image = tmp_path / "a.png"
@@ -258,7 +258,7 @@ def test_eval_rows_per_realism() -> None:
     rng = np.random.default_rng(4)
     images = [(f"i{k}", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for k in range(2)]
     options = EvalOptions(codecs=(), sweep=False, fid=False, perceptual="none")
-    report = run_eval(images, [Codec(_with_generative())], options)
+    report = run_eval(images, [Codec(with_generative_decoder())], options)
     labels = [row["label"] for row in report.summary()]
     assert labels == [
         "wetok tiny realism 0.80",  # what decompress gives by default comes first
@@ -293,7 +293,7 @@ def test_compare_page_shows_both_ends_of_realism(tmp_path) -> None:
 def test_version2_files_stream_like_version1() -> None:
     import io
 
-    codec = Codec(_with_generative())
+    codec = Codec(with_generative_decoder())
     image = np.random.default_rng(6).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     data = codec.compress(image, realism=0.37, seed=fmt.MAX_SEED)
     assert fmt.read_stream(io.BytesIO(data)) == data

@@ -326,9 +326,9 @@ def test_pixel_limit_flag_and_env_on_both_sides(env: Path, monkeypatch: pytest.M
 
 
 def test_memory_estimate_fails_fast(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wetok import codec as codec_module
+    from wetok import memory
 
-    monkeypatch.setattr(codec_module, "available_memory", lambda: 1 << 10)
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 10)
     assert_one_error(wetok("compress", "a.png", "-m", "tiny"), 1, "needs about", "GiB to encode")
 
 

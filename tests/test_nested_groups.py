@@ -52,7 +52,75 @@ def _cfg_plain(**kw):
 def test_training_widens_and_drops_groups(tmp_path) -> None:
     data = _make_images(tmp_path / "data")
     first = train(_cfg(data, tmp_path / "a", adversarial_weight=0.0, steps=2), quiet=True)
-    cfg = _cfg(data, tmp_path / "b", adversarial_weight=0.0, steps=3, init_from=str(first), widen_groups=3)
-    cfg.group_dropout, cfg.min_groups = 1.0, 1
+    cfg = _cfg(
+        data,
+        tmp_path / "b",
+        adversarial_weight=0.0,
+        steps=3,
+        init_from=str(first),
+        widen_groups=3,
+        group_dropout=1.0,
+        min_groups=2,  # below the widened model's 3 groups, not below the init_from model's 2
+    )
     out = train(cfg, quiet=True)
     assert Tokenizer.from_pretrained(out).config.groups == 3
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory: pytest.TempPathFactory):
+    """Data and a 2-group stage-1 model (tiny) trained on it, and the same with a generative decoder."""
+    root = tmp_path_factory.mktemp("nested")
+    data = _make_images(root / "data")
+    first = train(_cfg(data, root / "s1", adversarial_weight=0.0, steps=2), quiet=True)
+    return data, first
+
+
+def _train_cli(data, out, *settings: str):
+    from click.testing import CliRunner
+
+    from wetok_cli.main import cli
+
+    common = ["-s", 'model="tiny"', "-s", "crop=32", "-s", "batch_size=2", "-s", 'loss.perceptual_net="none"']
+    common += ["-s", "loss.adversarial=0", "-s", "prior_images=2", "-s", "steps=1", "-q"]
+    flags = [x for s in settings for x in ("-s", s)]
+    return CliRunner().invoke(cli, ["train", *common, *flags, "--data", str(data), "--out", str(out)])
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        (["rate.widen_groups=1"], "at least the init_from model's 2 groups"),  # below the model's
+        (["rate.widen_groups=1025"], "at most 1024"),
+        (["widen_groups=2000"], "at most 1024"),  # the older flat name, the same check
+        (["rate.group_dropout=0.5", "rate.min_groups=2"], "below the model's 2 groups"),
+        (["rate.group_dropout=0.5", "rate.min_groups=5"], "below the model's 2 groups"),
+    ],
+)
+def test_rate_options_that_cannot_work_are_usage_errors(tmp_path, stage1, settings, fragment) -> None:
+    data, first = stage1
+    result = _train_cli(data, tmp_path / "run", "rate.widen_groups=0", f'init_from="{first}"', *settings)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "internal" not in result.output
+    assert ("widen_groups" in result.output) or ("min_groups" in result.output)
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_min_groups_is_checked_without_init_from_too(tmp_path, stage1) -> None:
+    data, _ = stage1
+    result = _train_cli(data, tmp_path / "run", "rate.group_dropout=0.5", "rate.min_groups=2")
+    assert result.exit_code == 2 and "rate.min_groups must be below the model's 2 groups" in result.output
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+    assert _train_cli(data, tmp_path / "ok", "rate.group_dropout=0.5", "rate.min_groups=1").exit_code == 0
+
+
+def test_widening_a_generative_model_is_a_usage_error(tmp_path, stage1) -> None:
+    data, first = stage1
+    second = train(
+        _cfg(data, tmp_path / "s2", stage=2, init_from=str(first), adversarial_weight=0.0, steps=1),
+        quiet=True,
+    )
+    assert Tokenizer.from_pretrained(second).config.generative
+    result = _train_cli(data, tmp_path / "run", f'init_from="{second}"', "rate.widen_groups=3")
+    assert result.exit_code == 2, result.output
+    assert "rate.widen_groups: init_from is a generative model" in result.output

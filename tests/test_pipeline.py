@@ -52,7 +52,7 @@ def test_cat_compress_decompress_pipeline(workdir: Path) -> None:
     assert done.stdout == b""
     assert b"Traceback" not in done.stderr and len(done.stderr.decode().splitlines()) == 2  # one per command
     codec = Codec.from_pretrained(workdir / "models" / "tiny")
-    expected = np.asarray(codec.decompress(codec.compress(Image.open(workdir / "a.png"))))
+    expected = np.asarray(codec.decompress(codec.compress(Image.open(workdir / "a.png"))).image)
     assert np.array_equal(np.asarray(Image.open(workdir / "b.png")), expected)
 
 

@@ -16,9 +16,10 @@ from tests.conftest import tiny_model
 from tests.test_cli import assert_one_error, env, make_image, model_root, wetok  # noqa: F401 (fixtures)
 from wetok import format as fmt
 from wetok import rate
-from wetok.codec import Codec, read_info
+from wetok.codec import Codec
 from wetok.errors import ImageTooLargeError, WtkFormatError
 from wetok.format import Header
+from wetok.info import read_info
 from wetok.limits import set_max_pixels
 
 ID = b"abcdef"
@@ -223,7 +224,7 @@ def test_every_quality_decodes_to_the_original_size(codec: Codec, quality: int) 
     info = read_info(data)
     assert info.version == fmt.RESAMPLED_VERSION and (info.height, info.width) == (40, 56)
     assert info.coded_size == rate.coded_size(40, 56, rate.quality_scale(quality))
-    assert codec.decompress(data).size == (56, 40)
+    assert codec.decompress(data).image.size == (56, 40)
 
 
 def test_bigger_scale_bigger_file(codec: Codec) -> None:
@@ -236,8 +237,8 @@ def test_size_target_gives_the_largest_fitting_file(codec: Codec, target: int) -
     choice = codec.compress_choice(photo(), size=target)
     assert choice.reached and len(choice.data) <= target
     up = rate.rung_scale(round(8 * np.log2(choice.scale)) + 1)
-    assert len(codec._compress_at(photo(), up, None, None, None, 1)) > target or choice.scored
-    assert codec.decompress(choice.data).size == (56, 40)
+    assert len(codec.encode_file(photo(), scale=up).data) > target or choice.scored
+    assert codec.decompress(choice.data).image.size == (56, 40)
 
 
 def test_generative_decoder_at_every_scale() -> None:
@@ -248,7 +249,7 @@ def test_generative_decoder_at_every_scale() -> None:
         data = gen.compress(photo(), quality=quality, realism=1.0, seed=3)
         info = read_info(data)
         assert info.resampled and info.realism == 1.0 and info.seed == 3
-        assert gen.decompress(data).size == (56, 40)
+        assert gen.decompress(data).image.size == (56, 40)
 
 
 def test_quality_over_the_pixel_limit_is_capped_in_the_codec(codec: Codec) -> None:
@@ -257,7 +258,7 @@ def test_quality_over_the_pixel_limit_is_capped_in_the_codec(codec: Codec) -> No
         choice = codec.compress_choice(photo(), quality=100)  # scale 4 would code 224x160
         hc, wc = read_info(choice.data).coded_size
         assert hc * wc <= 100 * 80 and choice.scale < 4 and "limit of 8,000 pixels" in choice.notes[0]
-        assert codec.decompress(choice.data).size == (56, 40)
+        assert codec.decompress(choice.data).image.size == (56, 40)
     finally:
         set_max_pixels(None)
 

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from click.testing import CliRunner
 from PIL import Image
 
-from tests.conftest import tiny_model
+from tests.conftest import no_hang, tiny_model
 from wetok import fileio, shards
 from wetok.codec import Codec
 from wetok.data import TokenDataset
@@ -329,6 +329,97 @@ def test_two_ranks_split_the_shards_and_write_one_index(
     )
     messages = {(tmp_path / f"ddp.refused.{r}").read_text() for r in (0, 1)}
     assert len(messages) == 1 and "other settings (preprocess differ)" in messages.pop()
+
+
+# -- hostile datasets (issue 28): FIFOs, deep JSON, huge index files, detokenize's options ----------------
+@pytest.fixture
+def dataset(tmp_path: Path, model_dir: Path, images: list[Path]) -> Path:
+    out = tmp_path / "tok"
+    args = ["tokenize", *map(str, images[:2]), "-o", str(out), "-m", str(model_dir), "--workers", "0"]
+    assert _run([*args, "--size", "16", "--device", "cpu"], model_dir).exit_code == 0
+    return out
+
+
+@pytest.mark.parametrize("name", ["index.json", "shard-00000.safetensors"])
+def test_a_fifo_in_a_dataset_is_refused_not_waited_for(dataset: Path, name: str) -> None:
+    os.unlink(dataset / name)
+    os.mkfifo(dataset / name)
+    with no_hang(), pytest.raises(ShardError, match=f"{name} is a FIFO"):
+        TokenDataset(dataset)[0]
+    if name != "index.json":
+        with no_hang(), pytest.raises(ShardError, match="is a FIFO"):
+            shards.read_shard_meta(dataset / name)
+
+
+def _deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def test_deeply_nested_json_in_a_dataset_is_one_error(dataset: Path) -> None:
+    index = dataset / "index.json"
+    good = index.read_text()
+    index.write_text(_deep(100_000))
+    with pytest.raises(ShardError, match="nested too deeply"):
+        TokenDataset(dataset)
+    index.write_text(good)
+    shard = dataset / "shard-00000.safetensors"
+    for deep in (f'{{"__metadata__": {{"wetok": "{_deep(100_000)}"}}}}', _deep(100_000)):
+        header = deep.encode()
+        shard.write_bytes(len(header).to_bytes(8, "little") + header)
+        with pytest.raises(ShardError, match="no readable wetok header"):
+            shards.read_shard_meta(shard)
+        with pytest.raises(ShardError, match="no readable wetok header"):
+            shards.read_shard(shard)
+
+
+def test_index_size_is_checked_before_it_is_read(dataset: Path) -> None:
+    import tracemalloc
+
+    with open(dataset / "index.json", "r+b") as f:
+        f.truncate(shards.MAX_INDEX_BYTES + 1)  # sparse: costs no disk, and must cost no memory
+    tracemalloc.start()
+    try:
+        with pytest.raises(ShardError, match="index.json is .* bytes, over the"):
+            TokenDataset(dataset)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def _detokenize(dataset: Path, model_dir: Path, *args: str) -> object:
+    return _run(["detokenize", str(dataset), "-o", str(dataset.parent / "g.png"), *args], model_dir)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"), [(["--seed", str(10**23)], "--seed"), (["--items", "0:16:0"], "step cannot be 0")]
+)
+def test_detokenize_options_out_of_range_are_usage_errors(
+    dataset: Path, model_dir: Path, args: list[str], fragment: str
+) -> None:
+    result = _detokenize(dataset, model_dir, *args)
+    assert result.exit_code == 2 and fragment in result.output and "internal" not in result.output
+
+
+def test_detokenize_refuses_an_index_that_does_not_fit_its_model(
+    dataset: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """An index (and shards, rewritten to agree) claiming 1 group for a 2-group model is named, not decoded
+    into a shape error."""
+    import json
+
+    index = json.loads((dataset / "index.json").read_text())
+    path = dataset / index["shards"][0]["file"]
+    tensors, meta = shards.read_shard(path)
+    one_group = np.ascontiguousarray(tensors["tokens"][..., :1])
+    shards.write_shard(path, {"tokens": one_group}, {k: v for k, v in meta.items() if k != "payload_sha256"})
+    index["groups"], index["token_grid"][-1] = 1, 1
+    index["shards"][0]["payload_sha256"] = shards.read_shard_meta(path)["payload_sha256"]
+    (dataset / "index.json").write_text(json.dumps(index))
+    assert TokenDataset(dataset)[0].shape[-1] == 1  # consistent with itself
+    result = _detokenize(dataset, model_dir)
+    assert result.exit_code == 1 and "index.json does not fit the model" in result.output, result.output
+    assert "groups 1 (the model: 2)" in result.output and not (tmp_path / "g.png").exists()
 
 
 def test_images_at_their_own_size_get_the_tokens_of_their_wtk(

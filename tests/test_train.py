@@ -17,7 +17,7 @@ from PIL import Image
 from wetok import Codec, Tokenizer
 from wetok_cli.cmd_train import train_cmd
 from wetok_train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from wetok_train.config import TrainConfig, load_config
+from wetok_train.config import FLAT_KEYS, TrainConfig, load_config, nested_key
 from wetok_train.data import CropDataset
 from wetok_train.loop import train
 
@@ -45,6 +45,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
+    """A tiny run's config; ``kw`` by grouped name (``loss__adversarial``, ``__`` for the dot) or by the
+    older flat name (``adversarial_weight``), either way into the grouped form."""
     base = {
         "model": "tiny",
         "data": str(data),
@@ -52,16 +54,20 @@ def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
         "crop": 32,
         "batch_size": 4,
         "steps": 6,
-        "lr": 1e-3,
-        "perceptual": "none",
-        "disc_channels": 8,
+        "optim.lr": 1e-3,
+        "loss.perceptual_net": "none",
+        "disc.channels": 8,
         "log_every": 2,
         "sample_every": 3,
         "checkpoint_every": 3,
         "prior_images": 4,
     }
-    base.update(kw)
-    return TrainConfig.from_dict(base | {"model": {"preset": base["model"]}})
+    base.update({nested_key(k.replace("__", ".")): v for k, v in kw.items()})
+    d: dict = {}
+    for key, value in base.items():
+        *group, leaf = key.split(".")
+        (d.setdefault(group[0], {}) if group else d)[leaf] = value
+    return TrainConfig.from_dict(d | {"model": {"preset": d["model"]}})
 
 
 def test_dataset_skips_small_and_broken_images(data: Path) -> None:
@@ -75,8 +81,8 @@ def test_dataset_skips_small_and_broken_images(data: Path) -> None:
 def test_config_file_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('model = "tiny"\nsteps = 5\n')
-    cfg = load_config(path, ["model.groups=4", "lr_drops=[3]", "out=runs/x"])
-    assert cfg.steps == 5 and cfg.model.groups == 4 and cfg.lr_drops == (3,) and cfg.out == "runs/x"
+    cfg = load_config(path, ["model.groups=4", "optim.lr_drops=[3]", "out=runs/x"])
+    assert cfg.steps == 5 and cfg.model.groups == 4 and cfg.optim.lr_drops == (3,) and cfg.out == "runs/x"
     with pytest.raises(ValueError, match="unknown training config keys"):
         load_config(path, ["stepz=1"])
     odd = 'runs/it\'s \\ "here"'  # flag values are set as they are, never re-parsed as TOML
@@ -93,11 +99,11 @@ def test_both_stages_end_to_end_through_cli(tmp_path: Path, data: Path) -> None:
         "-s",
         "batch_size=4",
         "-s",
-        "lr=2e-3",
+        "optim.lr=2e-3",
         "-s",
-        'perceptual="none"',
+        'loss.perceptual_net="none"',
         "-s",
-        "disc_channels=8",
+        "disc.channels=8",
         "-s",
         "log_every=5",
         "-s",
@@ -108,7 +114,7 @@ def test_both_stages_end_to_end_through_cli(tmp_path: Path, data: Path) -> None:
         "--data",
         str(data),
     ]
-    stage1 = ["-s", 'model="tiny"', "-s", "steps=40", "-s", "adversarial_weight=0"]
+    stage1 = ["-s", 'model="tiny"', "-s", "steps=40", "-s", "loss.adversarial=0"]
     r = runner.invoke(train_cmd, [*common, *stage1, "--out", str(s1)])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in (s1 / "metrics.jsonl").read_text().splitlines()]
@@ -138,6 +144,8 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "no training data" in r.output
     r = CliRunner().invoke(train_cmd, ["--data", str(tmp_path), "-s", "bogus=1"])
     assert r.exit_code == 2 and "bogus" in r.output
+    r = CliRunner().invoke(train_cmd, ["--data", str(tmp_path), "--stage", "2", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "stage 2 needs init_from" in r.output and not (tmp_path / "r").exists()
 
 
 def test_resume_is_exact(tmp_path: Path, data: Path) -> None:
@@ -205,8 +213,9 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result: s
     import torch.distributed as dist
 
     from wetok.device import resolve_device
-    from wetok_train.loop import build_state, train_step
+    from wetok_train.loop import train_step
     from wetok_train.losses import GeneratorLoss
+    from wetok_train.state import build_state
 
     cfg = _cfg(Path(data), Path(out), steps=3)
     device = resolve_device("cpu")
@@ -277,47 +286,137 @@ OLD_RESOLVED = {
 
 def test_old_resolved_configs_load_with_the_old_behaviour() -> None:
     cfg = TrainConfig.from_dict(OLD_RESOLVED)
-    assert cfg.model.patch_size == 4 and cfg.lr_drops == (17000,) and cfg.phases == ()
-    # Hyperparameters that were hard-wired before they became fields keep their values.
-    assert (cfg.ema_warmup, cfg.lecam_decay, cfg.zoom_prob, cfg.zoom_min, cfg.prior_crop) == (
+    assert cfg.model.patch_size == 4 and cfg.optim.lr_drops == (17000,) and cfg.phases == ()
+    # Every flat key landed in its group.
+    assert (cfg.optim.lr, cfg.loss.perceptual_net, cfg.loss.commitment, cfg.disc.channels) == (
+        0.0002,
+        "none",
+        0.25,
+        64,
+    )
+    # Hyperparameters that were hard-wired before they became fields keep their values; a flat config
+    # predates the validation split, so it trains on every photo, as it did.
+    assert (cfg.optim.ema_warmup, cfg.disc.lecam_decay, cfg.zoom_prob, cfg.zoom_min, cfg.prior_crop) == (
         10,
         0.999,
         0.5,
         0.5,
         256,
     )
-    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # and the resolved config round-trips
+    assert cfg.validation.holdout is False and cfg.training_split == "all"
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # and the resolved config round-trips, grouped
+    assert "optim" in cfg.to_dict() and "lr" not in cfg.to_dict()
+    assert TrainConfig.from_dict({"model": "tiny"}).validation.holdout is True  # new configs hold out
 
 
-def test_phases_schedule_values_in_the_config(tmp_path: Path, data: Path) -> None:
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).parents[1].glob("wetok/models/*/train_*.json")), ids=lambda p: p.parent.name
+)
+def test_the_released_models_training_configs_still_load(path: Path) -> None:
+    flat = json.loads(path.read_text())
+    cfg = TrainConfig.from_dict(flat)
+    for key, value in flat.items():  # every value where its flat key now lives
+        if key in ("model", "phases"):
+            continue
+        group, name = FLAT_KEYS.get(key, (None, key))
+        got = getattr(getattr(cfg, group), name) if group else getattr(cfg, key)
+        assert got == (tuple(value) if isinstance(value, list) else value), key
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_flat_and_grouped_keys_map_one_to_one(tmp_path: Path) -> None:
+    from wetok_train.config import GROUPS
+
+    for flat, (group, name) in FLAT_KEYS.items():  # every old key has a field to go to
+        assert name in {f.name for f in __import__("dataclasses").fields(GROUPS[group])}, flat
+    with pytest.raises(ValueError, match="adversarial_weight and loss.adversarial both given"):
+        TrainConfig.from_dict({"adversarial_weight": 0.1, "loss": {"adversarial": 0.2}})
+    with pytest.raises(ValueError, match=r"unknown training config keys in \[loss\]: adversarial_weight"):
+        TrainConfig.from_dict({"loss": {"adversarial_weight": 0.1}})
     path = tmp_path / "c.toml"
-    path.write_text(
-        'model = "tiny"\nlr = 0.001\nperceptual_weight = 0.03\n'
-        "[[phases]]\nuntil = 2\nlr = 0.01\nperceptual_weight = 0.1\n"
-        "[[phases]]\nuntil = 1\nlr = 0.1\n"
+    path.write_text('model = "tiny"\nadversarial_weight = 0.2\n')  # a flat file, a grouped override
+    cfg = load_config(path, ["loss.adversarial=0.3", "lr=0.5"])
+    assert (cfg.loss.adversarial, cfg.optim.lr, cfg.validation.holdout) == (0.3, 0.5, False)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_phases_schedule_values_in_the_config(tmp_path: Path, data: Path, grouped: bool) -> None:
+    path = tmp_path / "c.toml"
+    text = (
+        'model = "tiny"\n[optim]\nlr = 0.001\n[loss]\nperceptual = 0.03\n'
+        "[[phases]]\nuntil = 2\noptim.lr = 0.01\nloss.perceptual = 0.1\n"
+        "[[phases]]\nuntil = 1\noptim.lr = 0.1\n"
     )
+    if not grouped:  # the older flat form means the same
+        text = text.replace("[optim]\n", "").replace("[loss]\nperceptual", "perceptual_weight")
+        text = text.replace("optim.lr", "lr").replace("loss.perceptual", "perceptual_weight")
+    path.write_text(text)
     cfg = load_config(path)
     assert [p["until"] for p in cfg.phases] == [1, 2]  # sorted
-    assert (cfg.at(0).lr, cfg.at(1).lr, cfg.at(2).lr) == (0.1, 0.01, 0.001)
-    assert (cfg.at(0).perceptual_weight, cfg.at(1).perceptual_weight, cfg.at(5).perceptual_weight) == (
-        0.03,
-        0.1,
-        0.03,
-    )
-    assert cfg.max_over_phases("perceptual_weight") == 0.1
+    assert (cfg.at(0).optim.lr, cfg.at(1).optim.lr, cfg.at(2).optim.lr) == (0.1, 0.01, 0.001)
+    perceptual = [cfg.at(s).loss.perceptual for s in (0, 1, 5)]
+    assert perceptual == [0.03, 0.1, 0.03]
+    assert cfg.max_over_phases("loss", "perceptual") == 0.1
     with pytest.raises(ValueError, match="cannot change steps"):
         TrainConfig.from_dict({"phases": [{"until": 3, "steps": 5}]})
+    with pytest.raises(ValueError, match="cannot change loss.perceptual_net"):
+        TrainConfig.from_dict({"phases": [{"until": 3, "loss": {"perceptual_net": "none"}}]})
     with pytest.raises(ValueError, match="needs until"):
         TrainConfig.from_dict({"phases": [{"lr": 1.0}]})
 
     from wetok.device import resolve_device
-    from wetok_train.loop import build_state, train_step
+    from wetok_train.loop import train_step
     from wetok_train.losses import GeneratorLoss
+    from wetok_train.state import build_state
 
-    run = _cfg(data, tmp_path / "run", adversarial_weight=0.0, phases=[{"until": 2, "lr": 0.5}])
+    run = _cfg(data, tmp_path / "run", adversarial_weight=0.0, phases=[{"until": 2, "optim": {"lr": 0.5}}])
     state = build_state(run, resolve_device("cpu"), 1)
     loss_fn = GeneratorLoss(run, None)
     batch = torch.stack([CropDataset(run.data, run.crop)[i] for i in range(run.batch_size)])
     results = [train_step(state, loss_fn, run, batch) for _ in range(3)]
     assert [float(r.terms["lr"]) for r in results] == pytest.approx([0.5, 0.5, 1e-3])
     assert all("_indices" not in r.terms and r.indices.shape[-1] == 2 for r in results)
+
+
+def test_attach_decoder_without_level_noise_is_refused(tmp_path: Path, data: Path) -> None:
+    # It used to validate, train, and export a decoder that no model folder could load.
+    with pytest.raises(ValueError, match="stage2.attach_decoder needs stage2.level_noise"):
+        _cfg(data, tmp_path, stage=2, init_from="default", attach_decoder=True)
+    r = CliRunner().invoke(
+        train_cmd,
+        ["--data", str(data), "--out", str(tmp_path / "r"), "--stage", "2", "--init-from", "default"]
+        + ["-s", "stage2.attach_decoder=true"],
+    )
+    assert r.exit_code == 2 and "stage2.level_noise" in r.output and not (tmp_path / "r").exists()
+    fixed = _cfg(data, tmp_path, stage=2, init_from="x", attach_decoder=True, level_noise=True)
+    assert fixed.stage2.attach_decoder and fixed.stage2.level_noise
+
+
+def test_the_total_loss_is_the_weighted_sum_of_its_terms(data: Path, tmp_path: Path) -> None:
+    from wetok.device import resolve_device
+    from wetok_train.loop import train_step
+    from wetok_train.losses import GeneratorLoss
+    from wetok_train.state import build_state
+
+    cfg = _cfg(data, tmp_path, loss__adversarial=0.3, loss__entropy=0.2, loss__commitment=0.5)
+    state = build_state(cfg, resolve_device("cpu"), 1)
+    batch = torch.stack([CropDataset(cfg.data, cfg.crop)[i] for i in range(cfg.batch_size)])
+    terms = train_step(state, GeneratorLoss(cfg, None), cfg, batch).terms
+    weights = {"rec/l1": 1.0, "gq/entropy": 0.2, "gq/commitment": 0.5, "adv/gen": 0.3}
+    assert float(terms["loss/total"]) == pytest.approx(sum(w * float(terms[k]) for k, w in weights.items()))
+    hinge_and_lecam = float(terms["adv/disc"]) + cfg.disc.lecam_weight * float(terms["adv/lecam"])
+    assert float(terms["adv/total"]) == pytest.approx(hinge_and_lecam)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(Path(__file__).parents[1].glob("examples/*.toml")), ids=lambda p: p.name
+)
+def test_the_example_configs_validate_in_the_grouped_form(path: Path) -> None:
+    import tomllib
+
+    raw = tomllib.loads(path.read_text())
+    assert not set(raw) & set(FLAT_KEYS), "examples use the grouped form"
+    for phase in raw.get("phases", []):
+        assert not set(phase) & set(FLAT_KEYS)
+    cfg = load_config(path)
+    assert cfg.validation.holdout  # new recipes never train on the validation photos

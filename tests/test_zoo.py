@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 from click.testing import CliRunner
-from conftest import tiny_model
+from conftest import no_hang, tiny_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -17,7 +18,13 @@ import wetok.modeldir as modeldir
 from wetok import zoo
 from wetok.codec import Codec
 from wetok.errors import ModelNotFoundError
-from wetok.modeldir import MODEL_ID_NAME, WEIGHTS_NAME, read_model_id, stored_model_id
+from wetok.modeldir import (
+    GENERATIVE_DECODER_NAME,
+    MODEL_ID_NAME,
+    WEIGHTS_NAME,
+    read_model_id,
+    stored_model_id,
+)
 from wetok.prior import fit_prior
 from wetok_cli.main import cli
 
@@ -106,3 +113,108 @@ def test_bundled_model_keeps_its_id() -> None:
     bundled = zoo.BUNDLED_DIR / "default-v1"  # the first released default (tests/test_released_models.py)
     assert read_model_id(bundled).hex() == "e05400c6dcf8"
     assert Codec.from_pretrained(bundled).model_id_hex == "e05400c6dcf8"
+
+
+@pytest.mark.parametrize("plant", ["fifo", "deep"])
+def test_a_hostile_model_id_json_elsewhere_breaks_nothing(
+    registry: Path, monkeypatch: pytest.MonkeyPatch, plant: str
+) -> None:
+    """A FIFO (opening it waited forever for a writer) or JSON nested too deeply (a RecursionError) as
+    ``model_id.json`` of another folder on the search path: the folder's id is computed from its files
+    instead, and every other model's files still decode."""
+    _saved_codec(registry / "a-planted", seed=1)
+    wanted = _saved_codec(registry / "b-wanted", seed=0)
+    planted = registry / "a-planted" / MODEL_ID_NAME
+    planted.unlink()
+    if plant == "fifo":
+        os.mkfifo(planted)
+    else:
+        planted.write_text("[" * 100_000 + "]" * 100_000)
+    (registry.parent / "x.wtk").write_bytes(wanted.compress(np.zeros((8, 8, 3), np.uint8)))
+    monkeypatch.chdir(registry.parent)
+    with no_hang():
+        for args in (["info", "x.wtk"], ["decompress", "x.wtk", "-o", "x.png"], ["models"]):
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 0, result.output
+        assert zoo.find_codec_by_model_id(wanted.model_id).path == registry / "b-wanted"
+
+
+# -- lookup by id and the generative add-on (issue 28 item 1) ------------------------------------------------
+@pytest.fixture
+def bundled_with_addon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A bundled ``default`` with the generative add-on (realism 1 files need it), an empty user folder
+    searched first, and two files made with the bundled model: ``v1.wtk`` (realism none) and ``r1.wtk``."""
+    model = tiny_model(0)
+    model.attach_generative_decoder(model.to_generative(level_noise=True).decoder)
+    bundled = tmp_path / "bundled" / "default"
+    Codec(model).save_pretrained(bundled)
+    model.save_generative_decoder(bundled)
+    monkeypatch.setattr(zoo, "BUNDLED_DIR", bundled.parent)
+    monkeypatch.setenv("WETOK_MODELS", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(zoo, "_warned", set())
+    monkeypatch.chdir(tmp_path)
+    codec, image = Codec(model), np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    (tmp_path / "v1.wtk").write_bytes(codec.compress(image, realism=0))
+    (tmp_path / "r1.wtk").write_bytes(codec.compress(image, realism=1, seed=2))
+    return bundled, tmp_path / "user" / "default"
+
+
+def _decode_both() -> list[str]:
+    outputs = []
+    for name in ("v1", "r1"):
+        result = CliRunner().invoke(cli, ["decompress", f"{name}.wtk", "-o", f"{name}.png", "-f"])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stderr)
+    result = CliRunner().invoke(cli, ["info", "v1.wtk", "r1.wtk"])
+    assert result.exit_code == 0, result.output
+    return outputs
+
+
+def test_a_half_copied_addon_earlier_on_the_path_is_skipped(bundled_with_addon: tuple[Path, Path]) -> None:
+    import shutil
+
+    bundled, user = bundled_with_addon
+    shutil.copytree(bundled, user)
+    addon = user / GENERATIVE_DECODER_NAME
+    addon.write_bytes(addon.read_bytes()[: addon.stat().st_size // 2])
+    stderr = _decode_both()
+    assert "skipping broken model folder" in stderr[0] and GENERATIVE_DECODER_NAME in stderr[0]
+    rows = [line for line in CliRunner().invoke(cli, ["models"]).stdout.splitlines() if str(user) in line]
+    assert len(rows) == 1 and "broken" in rows[0]
+
+
+def test_a_copy_without_the_addon_does_not_hide_the_one_with_it(bundled_with_addon: tuple) -> None:
+    import shutil
+
+    bundled, user = bundled_with_addon
+    shutil.copytree(bundled, user, ignore=shutil.ignore_patterns(GENERATIVE_DECODER_NAME))
+    _decode_both()  # the realism 1 file is painted by the bundled model, the copy serves the rest
+    assert zoo.find_codec_by_model_id(Codec.from_pretrained(bundled).model_id).path == user
+    assert zoo.find_codec_by_model_id(Codec.from_pretrained(bundled).model_id, realism=1).path == bundled
+
+
+def test_an_addon_beside_a_generative_model_is_a_broken_folder(
+    bundled_with_addon: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bundled, user = bundled_with_addon
+    Codec(tiny_model(0, generative=True)).save_pretrained(user)
+    (user / GENERATIVE_DECODER_NAME).write_bytes((bundled / GENERATIVE_DECODER_NAME).read_bytes())
+    _decode_both()
+    assert "broken" in next(line for line in CliRunner().invoke(cli, ["models"]).stdout.splitlines()[1:])
+    result = CliRunner().invoke(cli, ["compress", "v1.png", "-m", str(user), "-o", "x.wtk"])
+    assert result.exit_code == 2 and "generative already" in result.stderr and "internal" not in result.output
+
+
+def test_a_folder_that_fails_to_load_gives_way_to_the_next(bundled_with_addon: tuple[Path, Path]) -> None:
+    """Weights past what the listing checks (NaN values, the header intact) in an earlier copy."""
+    import shutil
+
+    bundled, user = bundled_with_addon
+    shutil.copytree(bundled, user)
+    addon = user / GENERATIVE_DECODER_NAME
+    tensors, metadata = load_file(str(addon)), safe_open(str(addon), "pt").metadata()
+    tensors = {k: torch.full_like(v, float("nan")) for k, v in tensors.items()}
+    save_file(tensors, str(addon), metadata=metadata)
+    stderr = _decode_both()
+    assert f"skipping model folder {user}" in stderr[0] and "NaN" in stderr[0]

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Sampler
 
 from wetok import fileio
 from wetok.image import uint8_to_unit
+from wetok_train.validation import split_images
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,25 @@ class CropDataset(Dataset):
 
     With probability ``zoom_prob`` a patch covers a larger square (side up to ``crop / zoom_min``) scaled
     down to ``crop``. Images are decoded once and kept in memory as uint8 (small datasets; CPU decoding is
-    the bottleneck).
+    the bottleneck). ``split``: ``train`` leaves out the validation photos (:mod:`wetok_train.validation`),
+    ``all`` takes every image.
     """
 
     def __init__(
-        self, root: str | Path, crop: int, seed: int = 0, zoom_prob: float = 0.5, zoom_min: float = 0.5
+        self,
+        root: str | Path,
+        crop: int,
+        seed: int = 0,
+        zoom_prob: float = 0.5,
+        zoom_min: float = 0.5,
+        split: str = "all",
     ) -> None:
         self.crop, self.seed, self.zoom_prob, self.zoom_min = crop, seed, zoom_prob, zoom_min
-        arrays = [_load_rgb(p, crop) for p in find_images(root)]
+        arrays = [_load_rgb(p, crop) for p in split_images(find_images(root), split)]
         self.images = [a for a in arrays if a is not None]
         if not self.images:
-            raise ValueError(f"no usable images (at least {crop}px on the short side) under {root}")
+            kept = " outside the validation split" if split == "train" else ""
+            raise ValueError(f"no usable images (at least {crop}px on the short side){kept} under {root}")
 
     def __len__(self) -> int:
         return 1 << 62  # an endless stream: index = global sample number

@@ -1,12 +1,16 @@
-"""Losses of both training stages: reconstruction, perceptual, GQ, adversarial (hinge + LeCam + R1), and
-the data-efficient GAN pieces stage 2 uses on a few hundred photos: differentiable augmentation of what the
-discriminator sees (DiffAugment, Zhao et al. 2020) and a mode-seeking diversity term (Mao et al. 2019).
+"""Losses of both training stages: reconstruction, perceptual, GQ, adversarial (hinge + LeCam + R1),
+feature matching on the discriminator's features (L1, as DAC and EnCodec), and the data-efficient GAN
+pieces stage 2 uses on a few hundred photos: differentiable augmentation of what the discriminator sees
+(DiffAugment, Zhao et al. 2020) and a mode-seeking diversity term (Mao et al. 2019).
 
-Every loss returns a dict with namespaced keys (``rec/l1``, ``gq/entropy``, ``adv/gen`` …); the total is
-``Σ weight·term`` with the weights from :class:`wetok_train.config.TrainConfig`.
+Every loss returns a dict with namespaced keys (``rec/l1``, ``gq/entropy``, ``adv/gen`` …). A total is
+assembled in one place, :func:`weighted_total`: ``Σ weight·term`` with the generator's weights from the
+config's ``[loss]`` table, the discriminator's from ``[disc]``.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -15,39 +19,21 @@ from torch import Tensor, nn
 from wetok_train.config import TrainConfig
 
 
-class PatchDiscriminator(nn.Module):
-    """PatchGAN: 4×4 convs ``3→c (s2) →2c (s2) →4c (s2) →8c (s1) →1 (s1)``, BatchNorm + LeakyReLU(0.2)."""
+class Critic(Protocol):
+    """The discriminator's view of images (:class:`wetok_train.discriminator.Critic`)."""
 
-    def __init__(self, channels: int = 64) -> None:
-        super().__init__()
-        c = channels
-        layers: list[nn.Module] = [nn.Conv2d(3, c, 4, 2, 1), nn.LeakyReLU(0.2)]
-        for cin, cout, stride in [(c, 2 * c, 2), (2 * c, 4 * c, 2), (4 * c, 8 * c, 1)]:
-            layers += [
-                nn.Conv2d(cin, cout, 4, stride, 1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.LeakyReLU(0.2),
-            ]
-        layers.append(nn.Conv2d(8 * c, 1, 4, 1, 1))
-        self.main = nn.Sequential(*layers)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.normal_(m.weight, 1.0, 0.02)
-                nn.init.zeros_(m.bias)
+    def logits(self, images: Tensor, cast: bool = True) -> Tensor: ...
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Images ``[B, 3, H, W]`` → patch logits ``[B, 1, h, w]``."""
-        return self.main(x)
+    def features(self, images: Tensor, seed: int | None = None) -> list[Tensor]: ...
 
 
 class AdversarialLoss(nn.Module):
-    """Hinge loss for the discriminator with LeCam regularisation; non-saturating loss for the generator."""
+    """Hinge loss for the discriminator with LeCam regularisation (its pull towards the logits' running
+    means, which this module keeps); the generator's non-saturating loss is :func:`generator_adversarial`."""
 
-    def __init__(self, lecam_weight: float = 0.05, lecam_decay: float = 0.999) -> None:
+    def __init__(self, lecam_decay: float = 0.999) -> None:
         super().__init__()
-        self.lecam_weight, self.lecam_decay = lecam_weight, lecam_decay
+        self.lecam_decay = lecam_decay
         self.register_buffer("ema_real", torch.zeros(()))
         self.register_buffer("ema_fake", torch.zeros(()))
 
@@ -61,35 +47,64 @@ class AdversarialLoss(nn.Module):
         return {
             "adv/disc": hinge,
             "adv/lecam": lecam,
-            "adv/total": hinge + self.lecam_weight * lecam,
             "adv/logits_real": real.mean().detach(),
             "adv/logits_fake": fake.mean().detach(),
         }
 
 
-def diff_augment(x: Tensor, policy: tuple[str, ...]) -> Tensor:
+def generator_adversarial(fake_logits: Tensor) -> Tensor:
+    """The non-saturating generator loss ``softplus(-D(fake))``, mean over patches."""
+    return F.softplus(-fake_logits.float()).mean()
+
+
+def feature_matching_loss(fake: list[Tensor], real: list[Tensor]) -> Tensor:
+    """Mean over the discriminator's layers of the mean |feature(decode) − feature(original)| (DAC,
+    EnCodec): a per-layer mean, so the weight means the same whatever the discriminator's depth."""
+    return torch.stack([(f.float() - r.float()).abs().mean() for f, r in zip(fake, real, strict=True)]).mean()
+
+
+def weighted_total(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """``Σ weight·term`` over the terms that have a weight: the one place a total loss is assembled."""
+    parts = [weights[k] * v for k, v in terms.items() if k in weights]
+    return torch.stack([p.float() for p in parts]).sum()
+
+
+def diff_augment(x: Tensor, policy: tuple[str, ...], generator: torch.Generator | None = None) -> Tensor:
     """DiffAugment (Zhao et al. 2020): random brightness/saturation/contrast, translation by up to 1/8 of
     the side (zero fill) and a cutout of half the side, each drawn per sample, all differentiable, applied
-    to real and fake images alike before the discriminator: it cannot memorise 195 photos through them."""
+    to real and fake images alike before the discriminator: it cannot memorise 195 photos through them.
+
+    ``x`` ``[B, 3 + k, H, W]``: colour changes the first 3 channels (the image) only; the rest (codes of a
+    conditioned discriminator) move with the image. ``generator``: draw from it (two calls with equally
+    seeded generators augment two batches alike), else from the global RNG."""
     if "color" in policy:
-        b = x.shape[0]
-        x = x + (torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
-        mean = x.mean(dim=1, keepdim=True)
-        x = (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+        image = _color(x[:, :3], generator)
+        x = torch.cat([image, x[:, 3:]], dim=1) if x.shape[1] > 3 else image
     if "translation" in policy:
-        x = _translate(x, 0.125)
+        x = _translate(x, 0.125, generator)
     if "cutout" in policy:
-        x = _cutout(x, 0.5)
+        x = _cutout(x, 0.5, generator)
     return x
 
 
-def _translate(x: Tensor, ratio: float) -> Tensor:
+def _color(x: Tensor, gen: torch.Generator | None) -> Tensor:
+    b = x.shape[0]
+
+    def draw() -> Tensor:
+        return torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype, generator=gen)
+
+    x = x + (draw() - 0.5)
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (draw() * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (draw() + 0.5) + mean
+
+
+def _translate(x: Tensor, ratio: float, gen: torch.Generator | None = None) -> Tensor:
     b, _, h, w = x.shape
     sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ty = torch.randint(-sy, sy + 1, (b, 1, 1), device=x.device)
-    tx = torch.randint(-sx, sx + 1, (b, 1, 1), device=x.device)
+    ty = torch.randint(-sy, sy + 1, (b, 1, 1), device=x.device, generator=gen)
+    tx = torch.randint(-sx, sx + 1, (b, 1, 1), device=x.device, generator=gen)
     gy = (torch.arange(h, device=x.device)[None, :, None] + ty).clamp(-1, h)  # -1 and h read the zero pad
     gx = (torch.arange(w, device=x.device)[None, None, :] + tx).clamp(-1, w)
     padded = F.pad(x, (1, 1, 1, 1))
@@ -97,21 +112,22 @@ def _translate(x: Tensor, ratio: float) -> Tensor:
     return padded.permute(0, 2, 3, 1)[idx, gy + 1, gx + 1].permute(0, 3, 1, 2)
 
 
-def _cutout(x: Tensor, ratio: float) -> Tensor:
+def _cutout(x: Tensor, ratio: float, gen: torch.Generator | None = None) -> Tensor:
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    cy = torch.randint(0, h + 1 - ch % 2, (b, 1, 1), device=x.device)
-    cx = torch.randint(0, w + 1 - cw % 2, (b, 1, 1), device=x.device)
+    cy = torch.randint(0, h + 1 - ch % 2, (b, 1, 1), device=x.device, generator=gen)
+    cx = torch.randint(0, w + 1 - cw % 2, (b, 1, 1), device=x.device, generator=gen)
     ys = torch.arange(h, device=x.device)[None, :, None]
     xs = torch.arange(w, device=x.device)[None, None, :]
     inside = ((ys - cy).abs() < ch // 2 + 1) & ((xs - cx).abs() < cw // 2 + 1)
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-def r1_penalty(disc: nn.Module, real: Tensor, augment: tuple[str, ...]) -> Tensor:
-    """R1 (Mescheder et al. 2018): the squared gradient norm of the discriminator at real images."""
+def r1_penalty(critic: Critic, real: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): the squared gradient norm of the discriminator at real images (in full
+    precision: a gradient penalty is where bf16 rounding would show)."""
     real = real.detach().requires_grad_(True)
-    logits = disc(diff_augment(real, augment) if augment else real)
+    logits = critic.logits(real, cast=False)
     (grad,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
 
@@ -123,7 +139,8 @@ def diversity_loss(first: Tensor, second: Tensor, target: float) -> Tensor:
 
 
 class GeneratorLoss(nn.Module):
-    """L1 + perceptual + GQ entropy + commitment + adversarial, weighted by the config."""
+    """The generator's terms (L1, perceptual, GQ, adversarial, feature matching, diversity) and their
+    total, weighted by the config's ``[loss]`` table."""
 
     def __init__(self, cfg: TrainConfig, perceptual: nn.Module | None) -> None:
         super().__init__()
@@ -134,23 +151,38 @@ class GeneratorLoss(nn.Module):
         self,
         recon: Tensor,
         target: Tensor,
-        quantizer_losses: dict[str, Tensor],
-        fake_logits: Tensor | None,
         cfg: TrainConfig | None = None,
+        quantizer_losses: dict[str, Tensor] | None = None,
+        critic: Critic | None = None,
+        second: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Total loss and its terms; ``cfg`` is the config in effect at this step (its phase)."""
+        """Total loss and its terms. ``cfg``: the config in effect at this step (its phase); ``critic``: the
+        discriminator's view (``None`` before ``disc.start``); ``second``: another decode of the first
+        ``len(second)`` samples with other noise (the diversity term)."""
         cfg = cfg or self.cfg
         terms: dict[str, Tensor] = {"rec/l1": (recon.float() - target.float()).abs().mean()}
-        total = cfg.l1_weight * terms["rec/l1"]
-        if self.perceptual is not None and cfg.perceptual_weight > 0:
+        if self.perceptual is not None and cfg.loss.perceptual > 0:
             terms["rec/perceptual"] = self.perceptual(recon.float(), target.float()).mean()
-            total = total + cfg.perceptual_weight * terms["rec/perceptual"]
-        if quantizer_losses:
-            terms.update(quantizer_losses)
-            total = total + cfg.entropy_weight * quantizer_losses["gq/entropy"]
-            total = total + cfg.commitment_weight * quantizer_losses["gq/commitment"]
-        if fake_logits is not None:
-            terms["adv/gen"] = F.softplus(-fake_logits.float()).mean()
-            total = total + cfg.adversarial_weight * terms["adv/gen"]
-        terms["loss/total"] = total
-        return total, terms
+        terms.update(quantizer_losses or {})
+        if critic is not None:
+            terms.update(_adversarial_terms(critic, recon, target, cfg))
+        if second is not None:
+            first = recon[: len(second)]
+            terms["div/loss"] = diversity_loss(first, second, cfg.stage2.diversity_target)
+        terms["loss/total"] = weighted_total(terms, cfg.loss.weights())
+        return terms["loss/total"], terms
+
+
+def _adversarial_terms(critic: Critic, recon: Tensor, target: Tensor, cfg: TrainConfig) -> dict[str, Tensor]:
+    """``adv/gen``, and with ``loss.feature_matching`` the L1 between the features of each decode and its
+    original, both augmented alike (the same seed), the original's without a gradient."""
+    if cfg.loss.feature_matching <= 0:
+        return {"adv/gen": generator_adversarial(critic.logits(recon))}
+    seed = int(torch.randint(0, 2**62, ()))
+    fake = critic.features(recon, seed)
+    with torch.no_grad():
+        real = critic.features(target, seed)
+    return {
+        "adv/gen": generator_adversarial(fake[-1]),
+        "adv/feature_matching": feature_matching_loss(fake[:-1], real[:-1]),
+    }

@@ -1,4 +1,6 @@
-"""Training progress: a rich bar (on a terminal), JSONL metrics, codebook usage per group, sample PNGs."""
+"""Training progress: a rich bar (on a terminal), JSONL metrics, codebook usage per group, sample PNGs, and
+the detail-kept log on validation crops (``validation.jsonl``: one row per ``validation.every`` steps, the
+curve ``examples/plot_detail.py`` draws)."""
 
 from __future__ import annotations
 
@@ -16,15 +18,31 @@ from torch import Tensor
 from wetok.image import tensor_to_array
 from wetok.tokenizer import Tokenizer
 from wetok_train.config import TrainConfig
+from wetok_train.validation import measure_model
 
-SHOWN = ("loss/total", "rec/l1", "rec/perceptual", "gq/entropy", "adv/gen", "adv/disc")
+SHOWN = (
+    "loss/total",
+    "rec/l1",
+    "rec/perceptual",
+    "gq/entropy",
+    "adv/gen",
+    "adv/feature_matching",
+    "adv/disc",
+)
 
 
 class Monitor:
     """Accumulates loss terms between log steps; rank 0 only (``enabled=False`` makes it a no-op)."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, enabled: bool = True, quiet: bool = False) -> None:
-        self.cfg, self.out, self.enabled = cfg, out, enabled
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out: Path,
+        enabled: bool = True,
+        quiet: bool = False,
+        crops: Tensor | None = None,
+    ) -> None:
+        self.cfg, self.out, self.enabled, self.crops = cfg, out, enabled, crops
         self.console = Console(stderr=True)
         self.bar = enabled and not quiet and sys.stderr.isatty()
         self.quiet = quiet
@@ -94,3 +112,14 @@ class Monitor:
         img = tensor_to_array(grid)
         (self.out / "samples").mkdir(exist_ok=True)
         Image.fromarray(img).save(self.out / "samples" / f"step_{step:07d}.png")
+
+    @torch.no_grad()
+    def validate(self, step: int, ema: Tokenizer) -> None:
+        """PSNR, detail kept and seed spread of the EMA weights on the validation crops, appended to
+        ``validation.jsonl`` (nothing without crops: ``validation.every`` = 0)."""
+        if not self.enabled or self.crops is None:
+            return
+        crops = self.crops.to(ema.device)
+        row = {"step": step} | measure_model(lambda t, s: ema.decode(t, seed=s), ema.encode, crops)
+        with open(self.out / "validation.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")

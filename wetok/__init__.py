@@ -16,7 +16,7 @@ _EXPORTS = {
     "Codec": "wetok.codec",
     "compress": "wetok.codec",
     "decompress": "wetok.codec",
-    "read_info": "wetok.codec",
+    "read_info": "wetok.info",
     "PRESETS": "wetok.config",
     "TokenizerConfig": "wetok.config",
     "WetokError": "wetok.errors",
@@ -51,9 +51,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from wetok.codec import Codec, compress, decompress, read_info
+    from wetok.codec import Codec, compress, decompress
     from wetok.config import PRESETS, TokenizerConfig
     from wetok.errors import ModelMismatchError, ModelNotFoundError, WetokError, WtkFormatError
+    from wetok.info import read_info
     from wetok.quantizer import GroupedLFQ, codes_to_indices, indices_to_codes
     from wetok.tokenizer import Tokenizer, TokenizerOutput
     from wetok.zoo import load_codec

@@ -6,17 +6,16 @@ A :class:`Codec` bundles a :class:`~wetok.tokenizer.Tokenizer` with its entropy 
 Images are padded to a multiple of ``f`` (reflect) and cropped back after decoding. Encoding and decoding
 run on :mod:`wetok.tiling`'s exact engine: stage by stage with whole-image GroupNorm statistics, in blocks
 of a few token rows, so that any image size gives the tokens and pixels of an untiled run; grids larger
-than a tile keep the whole-image activations in a temporary file. ``compress``/``decompress`` on bytes
-are thin wrappers around the file-object methods' work.
+than a tile keep the whole-image activations in a temporary file. The codec orchestrates: which decoder
+paints the tokens and with what noise is :mod:`wetok.setting`'s, how much memory coding takes
+:mod:`wetok.memory`'s, the bytes of a file :mod:`wetok.format`'s and what a file holds :mod:`wetok.info`'s.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -27,51 +26,26 @@ from wetok import format as fmt
 from wetok import rate
 from wetok.context import CONTEXT_NAME, ContextModel
 from wetok.entropy import ContextCoder, RangeCoder, decode_payload, encode_payload, static_supported
-from wetok.errors import ContextMismatchError, ImageTooLargeError, ModelMismatchError, WtkFormatError
-from wetok.format import DecoderSetting, Header, resolve_setting
+from wetok.errors import ContextMismatchError, ModelMismatchError, WtkFormatError
+from wetok.format import Header
 from wetok.image import array_to_tensor, open_image, pad_to_multiple, to_pil, to_rgb_array
+from wetok.info import WtkFile, read
 from wetok.limits import check_pixels
+from wetok.memory import auto_tile_tokens, check_memory
 from wetok.modeldir import load_prior, model_id_of, write_model_id
 from wetok.prior import Prior
-from wetok.tiling import (
-    block_token_rows,
-    decode_tiled,
-    encode_tiled,
-    on_disk,
-)
+from wetok.setting import DecoderSetting, decoder_and_noise, for_decode, for_file, of_file, search_seed
+from wetok.tiling import decode_tiled, encode_tiled
 from wetok.tokenizer import Tokenizer
 
-MIN_TILE_TOKENS = 12  # the automatic tile is never smaller
-TILE_BUDGET_BYTES = 640 << 20
 ImageLike = Image.Image | np.ndarray | str | Path
 
 
-def auto_tile_tokens(config, budget_bytes: int = TILE_BUDGET_BYTES) -> int:
-    """Largest grid side (tokens) coded with its buffers in memory: about ``budget_bytes`` of whole-image
-    activations at the rate :func:`estimate_peak_bytes` assumes (beyond that the exact tiled engine,
-    :mod:`wetok.tiling`, keeps them in a temporary file). 116 tokens (1,856 px) for the default model."""
-    # ~8 float32 maps of the widest full-resolution level, which runs at 1/patch_size of the image side.
-    pixels = config.patch_size * math.sqrt(budget_bytes / (8 * 4 * config.ch * config.ch_mult[0]))
-    return max(MIN_TILE_TOKENS, int(pixels) // config.downsample)
+class Decompressed(NamedTuple):
+    """What :meth:`Codec.decompress` gives: the RGB image and the decoder setting that painted it."""
 
-
-@dataclass(frozen=True)
-class WtkInfo(Header):
-    """Header fields plus sizes: ``bytes`` (whole file), ``payload_bytes``, ``bits_per_token`` (payload
-    bits per token), ``bpp`` (file bits per pixel), and — when the model is known — ``ideal_bytes``: header
-    + checksum + the Shannon code length of the tokens under the model used by the file's mode (the context
-    model, with its id, for ``context``; the prior otherwise)."""
-
-    bytes: int = 0
-    payload_bytes: int = 0
-    bits_per_token: float = 0.0
-    bpp: float = 0.0
-    ideal_bytes: float | None = None
-
-    @property
-    def overhead(self) -> float | None:
-        """Coded size over the ideal size, minus one (``0.001`` = 0.1 %)."""
-        return None if self.ideal_bytes is None else self.bytes / self.ideal_bytes - 1
+    image: Image.Image
+    setting: DecoderSetting
 
 
 class Codec:
@@ -166,18 +140,15 @@ class Codec:
         return encode_tiled(self.model, x, self.tile_tokens), (height, width)
 
     def decode_tokens(
-        self,
-        tokens: Tensor,
-        size: tuple[int, int],
-        seed: int | None = 0,
-        noise_scale: float = 1.0,
-        realism: float | None = None,
+        self, tokens: Tensor, size: tuple[int, int], setting: DecoderSetting | None = None
     ) -> Image.Image:
-        """Tokens ``[1, h, w, g]`` → RGB image cropped to ``size = (H, W)``; ``realism`` picks the decoder
-        (:meth:`wetok.tokenizer.Tokenizer.decoder_for`)."""
+        """Tokens ``[1, h, w, g]`` → RGB image cropped to ``size = (H, W)``, painted as ``setting`` says
+        (:mod:`wetok.setting`; default: the model's own decoder, seed 0)."""
+        setting = setting or DecoderSetting()
         check_pixels(size[1], size[0])
         check_memory(self.model.config, size[0], size[1], self.tile_tokens, "decode")
-        rgb = decode_tiled(self.model, tokens, self.tile_tokens, seed, noise_scale, realism=realism)
+        decoder, noise = decoder_and_noise(self.model, setting, tuple(tokens.shape[1:3]))
+        rgb = decode_tiled(self.model, tokens, self.tile_tokens, decoder=decoder, noise=noise)
         return to_pil(np.ascontiguousarray(rgb[: size[0], : size[1]]))
 
     # -- tokens ↔ bytes ------------------------------------------------------------------------------------
@@ -194,6 +165,16 @@ class Codec:
         ``setting``: the decoder setting the file asks for (none: a version-1 file, as always written).
         ``coded``: the size ``(Hc, Wc)`` the tokens were coded at when the image was resampled
         (:mod:`wetok.rate`; a version-3 file); none or ``size`` itself: the tokens are of ``size``."""
+        return self._pack(tokens, size, mode, setting, coded).data
+
+    def _pack(
+        self,
+        tokens: Tensor | np.ndarray,
+        size: tuple[int, int],
+        mode: str | None,
+        setting: DecoderSetting | None,
+        coded: tuple[int, int] | None = None,
+    ) -> WtkFile:
         t = np.asarray(tokens.cpu() if isinstance(tokens, Tensor) else tokens)
         hc, wc = (None, None) if coded is None or tuple(coded) == tuple(size) else coded
         header = Header(self.model_id, "raw", *size, *self._shape(), coded_height=hc, coded_width=wc)
@@ -211,35 +192,32 @@ class Codec:
         header = Header(
             self.model_id, used, *size, *self._shape(), realism, seed, coded_height=hc, coded_width=wc
         )
-        return fmt.pack(header, payload)
+        return WtkFile(fmt.pack(header, payload), header, payload)
 
-    def unpack_tokens(self, data: bytes) -> tuple[Tensor, tuple[int, int]]:
-        """``.wtk`` bytes → tokens ``[1, h, w, g]`` (int64) and ``(H, W)``; checks the model id."""
-        tokens, header = self.unpack(data)
-        return tokens, (header.height, header.width)
-
-    def unpack(self, data: bytes) -> tuple[Tensor, Header]:
-        """``.wtk`` bytes → tokens ``[1, h, w, g]`` (int64) and the file's header; checks the model id."""
-        header, payload = fmt.unpack(data)
+    def unpack_tokens(self, data: bytes | WtkFile) -> tuple[Tensor, tuple[int, int]]:
+        """``.wtk`` bytes (or a file parsed already) → tokens ``[1, h, w, g]`` (int64) and ``(H, W)``;
+        checks the model id."""
+        file = WtkFile.parse(data)
+        header = file.header
         self.check_header(header)
         check_pixels(header.width, header.height, "the file's image")
         check_pixels(header.coded_size[1], header.coded_size[0], "the file's coded image")
+        grid = (header.token_height, header.token_width)
         try:
             flat = decode_payload(
-                payload,
+                file.payload,
                 header.mode,
                 header.num_tokens,
                 header.groups,
                 header.group_bits,
                 self._coder,
                 self._context_coder,
-                (header.token_height, header.token_width),
+                grid,
             )
         except ContextMismatchError as e:
             e.actual_name = self.name
             raise
-        tokens = torch.from_numpy(flat).view(1, header.token_height, header.token_width, header.groups)
-        return tokens, header
+        return torch.from_numpy(flat).view(1, *grid, header.groups), (header.height, header.width)
 
     def check_header(self, header: Header) -> None:
         """Raise :class:`ModelMismatchError` unless the file was made with this codec."""
@@ -256,14 +234,6 @@ class Codec:
         return cfg.downsample, cfg.groups, cfg.group_bits
 
     # -- public codec API ----------------------------------------------------------------------------------
-    @property
-    def default_setting(self) -> DecoderSetting | None:
-        """The decoder setting files get unless told otherwise: the model's measured default realism with
-        seed 0 when it has a generative decoder, else none: a version-1 file, which decodes with the
-        model's own decoder (so a default realism of 0 writes exactly the files of a model without one)."""
-        realism = self.model.default_realism
-        return DecoderSetting(realism, 0) if realism else None
-
     def compress(
         self,
         image: ImageLike,
@@ -279,9 +249,9 @@ class Codec:
         """Image (PIL, array or path) → ``.wtk`` bytes in ``mode`` (default :attr:`default_mode`; a mode that
         would not be smaller falls back: context → static → raw).
 
-        ``realism`` and ``seed`` are the decoder setting written into the file (default
-        :attr:`default_setting`); ``seed_search = K`` tries seeds ``seed … seed+K-1`` and keeps the one whose
-        decode is closest to the image by MS-SSIM (:func:`wetok.seeds.search_seed`).
+        ``realism`` and ``seed`` go over the model's default decoder setting (:func:`wetok.setting.for_file`);
+        ``seed_search = K`` tries seeds ``seed … seed+K-1`` (fewer near the largest) and keeps the one whose
+        decode is closest to the image (:func:`wetok.setting.search_seed`).
 
         One rate knob at most (:mod:`wetok.rate`): ``quality`` 0..100, ``bpp`` (bits per pixel of the
         image) or ``size`` (bytes) as the largest file not above it; none: the image at its own size, as
@@ -308,72 +278,77 @@ class Codec:
     ) -> rate.Choice:
         """As :meth:`compress`, returning :class:`wetok.rate.Choice`: the file, the scale coded, whether the
         target was reached, the tries and notes (a capped scale, an unreachable target)."""
+        setting = for_file(self.model, realism, seed, seed_search)
+        return self.encode_choice(image, mode, setting, seed_search, quality=quality, bpp=bpp, size=size)
+
+    def encode_choice(
+        self,
+        image: ImageLike,
+        mode: str | None = None,
+        setting: DecoderSetting | None = None,
+        seed_search: int = 1,
+        *,
+        quality: float | None = None,
+        bpp: float | None = None,
+        size: int | None = None,
+    ) -> rate.Choice:
+        """:meth:`compress_choice` with the decoder setting resolved already (:meth:`encode_file`'s)."""
         rgb = open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image)
         height, width = rgb.shape[:2]
         check_pixels(width, height)
 
         def code(scale: float | None) -> bytes:
-            return self._compress_at(rgb, scale, mode, realism, seed, seed_search)
+            return self.encode_file(rgb, mode, setting, seed_search, scale).data
 
         def score(data: bytes) -> float:
-            return rate.closeness(np.asarray(self.decompress(data)), rgb)
+            return rate.closeness(np.asarray(self.decompress(data).image), rgb)
 
         return rate.choose(height, width, code, score, quality=quality, bpp=bpp, size=size)
 
-    def _compress_at(
+    def encode_file(
         self,
-        rgb: np.ndarray,
-        scale: float | None,
-        mode: str | None,
-        realism: float | None,
-        seed: int | None,
-        seed_search: int,
-    ) -> bytes:
-        """``rgb`` coded at ``scale`` (None: its own size) with the decoder setting asked for."""
+        image: ImageLike,
+        mode: str | None = None,
+        setting: DecoderSetting | None = None,
+        seed_search: int = 1,
+        scale: float | None = None,
+    ) -> WtkFile:
+        """:meth:`compress` with the decoder setting resolved already (``None``: a version-1 file); gives
+        the file parsed, so that nobody parses back what was just written. ``scale``: code the image resized
+        by it (:mod:`wetok.rate`; ``None``: at its own size)."""
+        rgb = open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image)
         size = rgb.shape[:2]
         coded = size if scale is None else rate.coded_size(*size, scale)
         tokens, _ = self.encode_tokens(rate.resample(rgb, coded))
-        setting = resolve_setting(self.default_setting, realism, seed)
-        if setting is not None:
-            self.model.decoder_for(setting.realism)  # refuse a realism this model cannot decode, now
-        if setting is not None and seed_search > 1 and setting.realism > 0:
-            from wetok.seeds import search_seed
+        if setting is not None and seed_search > 1:
+            realism = setting.realism
 
             def decode(seed: int) -> np.ndarray:
-                return np.asarray(self._paint(tokens, size, coded, seed=seed, realism=setting.realism))
+                return np.asarray(self._paint(tokens, size, coded, DecoderSetting(realism, seed)))
 
             setting = search_seed(decode, rgb, setting, seed_search)
-        return self.pack_tokens(tokens, size, mode, setting, coded)
+        return self._pack(tokens, size, mode, setting, coded)
 
     def decompress(
         self,
-        data: bytes,
+        data: bytes | WtkFile,
         seed: int | None = None,
         noise_scale: float = 1.0,
         realism: float | None = None,
-    ) -> Image.Image:
-        """``.wtk`` bytes → RGB image with the file's decoder setting; ``seed`` / ``realism`` override it
-        (a file without one decodes with the model's own decoder, noise seed 0)."""
-        tokens, header = self.unpack(data)
-        realism = header.realism if realism is None else realism
-        seed = (header.seed if header.seed is not None else 0) if seed is None else seed
-        size = (header.height, header.width)
-        return self._paint(
-            tokens, size, header.coded_size, seed=seed, noise_scale=noise_scale, realism=realism
-        )
+    ) -> Decompressed:
+        """``.wtk`` bytes (or a file parsed already) → the RGB image and the decoder setting that painted
+        it: the file's, with ``seed`` / ``realism`` given over it (:func:`wetok.setting.for_decode`)."""
+        file = WtkFile.parse(data)
+        tokens, size = self.unpack_tokens(file)
+        setting = for_decode(of_file(file.header), realism, seed, noise_scale)
+        return Decompressed(self._paint(tokens, size, file.header.coded_size, setting), setting)
 
     def _paint(
-        self,
-        tokens: Tensor,
-        size: tuple[int, int],
-        coded: tuple[int, int],
-        seed: int | None = 0,
-        noise_scale: float = 1.0,
-        realism: float | None = None,
+        self, tokens: Tensor, size: tuple[int, int], coded: tuple[int, int], setting: DecoderSetting
     ) -> Image.Image:
         """Tokens of the ``coded`` size → RGB image of ``size``: decoded, then resized back when the image
-        was resampled (Lanczos, :func:`wetok.rate.resample`)."""
-        image = self.decode_tokens(tokens, coded, seed=seed, noise_scale=noise_scale, realism=realism)
+        was resampled (Lanczos, :func:`wetok.rate.resample`; part of decoding, ``docs/format.md``)."""
+        image = self.decode_tokens(tokens, coded, setting)
         if tuple(coded) == tuple(size):
             return image
         return to_pil(rate.resample(np.asarray(image), size))
@@ -394,55 +369,14 @@ class Codec:
         noise_scale: float = 1.0,
         format: str | None = None,
         realism: float | None = None,
-    ) -> Image.Image:
+    ) -> Decompressed:
         """Read a ``.wtk`` file, write the image (format from ``fout``'s suffix, else PNG)."""
-        image = self.decompress(_read(fin), seed=seed, noise_scale=noise_scale, realism=realism)
+        out = self.decompress(read(fin), seed=seed, noise_scale=noise_scale, realism=realism)
         if isinstance(fout, (str, Path)):
-            image.save(fout, format=format)
+            out.image.save(fout, format=format)
         else:
-            image.save(fout, format=format or "PNG")
-        return image
-
-    def info(self, data: bytes | BinaryIO) -> WtkInfo:
-        return read_info(data, self)
-
-
-# -- memory ---------------------------------------------------------------------------------------------
-def estimate_peak_bytes(config, height: int, width: int, tile_tokens: int) -> int:
-    """Peak memory (bytes, beyond the model) of coding an ``H x W`` image with :mod:`wetok.tiling`:
-    whole-image pixel buffers (the float input, uint8 copies: ~24 B/pixel), the engine's whole-image
-    activations when they stay in memory (three maps of the first level, at most as wide as its second
-    level's channels; on disk when the grid is larger than a ``tile_tokens``² tile), and the working set of
-    one block (~8 such maps over the block's pixels)."""
-    f, p = config.downsample, config.patch_size
-    h, w = -(-height // f), -(-width // f)
-    pixels = h * f * w * f
-    per_pixel = 4 * config.ch * max(config.ch_mult[:2]) / p**2  # one first-level map, bytes per pixel
-    buffers = 0 if on_disk(h, w, tile_tokens) else 3 * per_pixel * pixels
-    block = 8 * per_pixel * block_token_rows(w, h) * w * f * f
-    return int(24 * pixels + buffers + block)
-
-
-def available_memory() -> int | None:
-    """Bytes the kernel says can be allocated without swapping (``MemAvailable``); ``None`` if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def check_memory(config, height: int, width: int, tile_tokens: int, action: str) -> None:
-    """Fail fast with :class:`ImageTooLargeError` when coding the image would not fit in free memory."""
-    need, free = estimate_peak_bytes(config, height, width, tile_tokens), available_memory()
-    if free is not None and need > free:
-        raise ImageTooLargeError(
-            f"a {width}x{height} image needs about {need / 2**30:.1f} GiB to {action}, but only "
-            f"{free / 2**30:.1f} GiB of memory is free"
-        )
+            out.image.save(fout, format=format or "PNG")
+        return out
 
 
 # -- module-level API -------------------------------------------------------------------------------------
@@ -475,38 +409,10 @@ def decompress(
     seed: int | None = None,
     noise_scale: float = 1.0,
     realism: float | None = None,
-) -> Image.Image:
-    """``.wtk`` bytes → RGB image with ``model`` (the file's decoder setting unless overridden)."""
+) -> Decompressed:
+    """``.wtk`` bytes → RGB image and decoder setting with ``model`` (the file's setting unless
+    overridden)."""
     return as_codec(model).decompress(data, seed=seed, noise_scale=noise_scale, realism=realism)
-
-
-def read_info(data: bytes | BinaryIO, codec: Codec | None = None) -> WtkInfo:
-    """Parse and check a ``.wtk`` file; ``ideal_bytes`` is filled in when ``codec`` made the file."""
-    data = _read(data) if not isinstance(data, (bytes, bytearray, memoryview)) else bytes(data)
-    header, payload = fmt.unpack(data)
-    ideal = None
-    if codec is not None and header.model_id == codec.model_id:
-        tokens, _ = codec.unpack_tokens(data)
-        if header.mode == "context" and codec.context is not None:
-            bits = codec.context.ideal_bits(tokens[0].numpy()) + 8 * fmt.CONTEXT_ID_BYTES
-        else:
-            bits = codec.prior.ideal_bits(tokens.numpy())
-        ideal = fmt.header_bytes(header) + bits / 8
-    return WtkInfo(
-        **asdict(header),
-        bytes=len(data),
-        payload_bytes=len(payload),
-        bits_per_token=8 * len(payload) / header.num_tokens,
-        bpp=8 * len(data) / (header.height * header.width),
-        ideal_bytes=ideal,
-    )
-
-
-def _read(fin: str | Path | BinaryIO) -> bytes:
-    if isinstance(fin, (str, Path)):
-        with open(fin, "rb") as f:
-            return fmt.read_stream(f)
-    return fmt.read_stream(fin)
 
 
 def _write(fout: str | Path | BinaryIO, data: bytes) -> None:
@@ -516,13 +422,4 @@ def _write(fout: str | Path | BinaryIO, data: bytes) -> None:
         fout.write(data)
 
 
-__all__ = [
-    "Codec",
-    "WtkInfo",
-    "as_codec",
-    "compress",
-    "decode_tiled",
-    "decompress",
-    "encode_tiled",
-    "read_info",
-]
+__all__ = ["Codec", "Decompressed", "as_codec", "compress", "decompress"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from wetok.errors import ConfigError
-from wetok.fileio import write_atomic
+from wetok.fileio import read_json_file, write_atomic
 
 CODEBOOK_ENTROPY_VARIANTS = ("pooled", "per_group")
 # Ranges checked before any tensor is built (a config file is input: ``num_res_blocks: 100000`` must not
@@ -27,6 +27,7 @@ _INT_RANGES = {
     "in_channels": (1, 64),
     "patch_size": (1, 64),
     "norm_groups": (1, 4096),
+    "head_channels": (0, 256),
 }
 MAX_CH_MULT_LEVELS = 8
 MAX_PARAMS = 2_000_000_000  # 8 GB of float32 weights
@@ -79,6 +80,11 @@ class TokenizerConfig:
     ``level_noise`` (generative decoders only) adds one map of Gaussian noise after every ResBlock of every
     decoder level, scaled per channel by learned weights that start at zero (StyleGAN's noise inputs): the
     release's noise, concatenated at the 1/f input only, is barely used and cannot paint fine texture.
+
+    ``head_channels`` (generative decoders only; 0: none) adds a full-resolution head after the decoder's
+    depth-to-space: per-pixel noise and cheap convolutions of that width at full resolution, as a
+    zero-initialised residual on the picture (:class:`wetok.model.FullResolutionHead`). A patch stem's decoder
+    otherwise has no layer at full resolution: its last convolution paints each patch × patch block at once.
     """
 
     ch: int = 32
@@ -88,6 +94,7 @@ class TokenizerConfig:
     group_bits: int = 8
     generative: bool = False
     level_noise: bool = False
+    head_channels: int = 0
     in_channels: int = 3
     patch_size: int = 1
     norm_groups: int = 32
@@ -105,6 +112,8 @@ class TokenizerConfig:
             raise ConfigError(f"patch_size must be a power of two >= 1, not {self.patch_size}")
         if self.level_noise and not self.generative:
             raise ConfigError("model config: level_noise needs a generative decoder (generative: true)")
+        if self.head_channels and not self.generative:
+            raise ConfigError("model config: head_channels needs a generative decoder (generative: true)")
         if self.codebook_entropy not in CODEBOOK_ENTROPY_VARIANTS:
             raise ConfigError(f"codebook_entropy must be one of {CODEBOOK_ENTROPY_VARIANTS}")
         params = estimated_params(self)
@@ -142,6 +151,8 @@ class TokenizerConfig:
             del d["patch_size"]
         if not d["level_noise"]:
             del d["level_noise"]
+        if not d["head_channels"]:
+            del d["head_channels"]
         return d
 
     @classmethod
@@ -167,7 +178,7 @@ class TokenizerConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TokenizerConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_json_file(path, 1 << 20))
 
     @classmethod
     def preset(cls, name: str) -> TokenizerConfig:

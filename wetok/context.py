@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wetok.errors import ContextModelError
-from wetok.fileio import write_atomic
+from wetok.errors import ContextModelError, SmallFileError
+from wetok.fileio import read_json_file, write_atomic
 from wetok.format import CONTEXT_ID_BYTES
 
 CONTEXT_NAME = "context.json"
@@ -44,6 +44,7 @@ MAX_OFFSET = 8
 MAX_TABLE = 1 << 16
 MAX_LOOKUP_BYTES = 64 << 20  # the decoder's per-byte look-up tables (K·C·256·D int32) must fit this
 MAX_LOGIT_STEPS = 1 << 20  # |logit| >> table_shift bound; keeps the decoder's look-up table small
+MAX_FILE_BYTES = 256 << 20  # context.json: far above what the look-up limit lets a valid model have
 MAX_ABS_LOGIT = 1 << 30  # so the decoder's int32 accumulators (logit + table offset) never overflow
 _FORMAT = "wetok-context"
 _VERSION = 1
@@ -240,8 +241,10 @@ class ContextModel:
         path = Path(directory)
         path = path / CONTEXT_NAME if path.is_dir() else path
         try:
-            d = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            d = read_json_file(path, MAX_FILE_BYTES)
+        except SmallFileError as e:  # names the file already
+            raise ContextModelError(f"context model {e}") from None
+        except (OSError, ValueError) as e:
             raise ContextModelError(f"cannot read context model {path}: {e}") from None
         try:
             return cls.from_dict(d)

@@ -41,7 +41,7 @@ class TokenDataset(Dataset):
 
     def __init__(self, root: str | Path, cache_shards: int = 4) -> None:
         self.root = Path(root)
-        if not (self.root / INDEX_NAME).is_file():
+        if not (self.root / INDEX_NAME).exists():  # anything else there is named by read_json
             raise ShardError(f"{self.root} has no {INDEX_NAME} (not a finished `wetok tokenize` output)")
         self.index: dict[str, Any] = shards.read_json(self.root / INDEX_NAME, "index")
         check_index(self.index, self.root / INDEX_NAME)

@@ -22,6 +22,8 @@ handed to ``constriction`` as the exact floats ``(2^24 - p - 1, p - 1)`` (the sa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from wetok.context import ID_BYTES, PROB_TOTAL, ContextModel, bits_to_tokens, token_bits, wavefronts
@@ -36,6 +38,13 @@ except ImportError:  # pragma: no cover - constriction is a hard dependency
 MODES = ("raw", "static", "context")
 MAX_STATIC_GROUP_BITS = 23  # constriction needs n < 2^24 - 1 symbols and a non-zero free weight
 _DECODE_SLACK_BITS = 96
+# A context payload holds at least one bit per MAX_CONTEXT_RATIO bits of raw tokens. The table's most
+# confident probability alone would let 37 bytes claim a 4096^2 image (about 0.003 bits a token for the
+# bundled model): a range decoder fed too few words still decodes, it does not know it ran dry. Real files
+# cost far more: the bundled models' cheapest measured grids (a flat image, the context model's own likeliest
+# grid) cost 1.6-1.7 bits a token of 48 (1/30 of raw), 8.6 times above this floor; the encoder pads with
+# zero bytes (which decode as the missing words do) so that its own files always meet it.
+MAX_CONTEXT_RATIO = 256
 
 
 def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
@@ -138,7 +147,7 @@ class ContextCoder:
         # Row i: the exact-integer float weights (2^24 - p - 1, p - 1) of symbols 0 and 1 (see module doc).
         self._weights = np.stack([PROB_TOTAL - p - 1, p - 1], axis=1).astype(np.float64)
         self._family = constriction.stream.model.Categorical(perfect=False)
-        self._min_bits = context.min_bits_per_token()
+        self._min_bits = max(context.min_bits_per_token(), context.token_bits / MAX_CONTEXT_RATIO)
 
     def encode(self, tokens: np.ndarray) -> bytes:
         """Tokens ``[h, w, g]`` → payload (context model id + coded words): the integer table rows of every
@@ -169,7 +178,13 @@ class ContextCoder:
         cut = 0
         while cut < min(3, len(data)) and data[len(data) - 1 - cut] == 0:
             cut += 1  # the decoder reads missing bytes of the last word as zeros
-        return ctx.model_id + data[: len(data) - cut]
+        data = data[: len(data) - cut]
+        return ctx.model_id + data + bytes(max(0, self.min_coded_bytes(h * w) - len(data)))
+
+    def min_coded_bytes(self, count: int) -> int:
+        """The fewest coded bytes (after the id) that :meth:`max_tokens` accepts for ``count`` tokens."""
+        bits = math.floor(count * self._min_bits) + 1 - _DECODE_SLACK_BITS  # + 1: float rounding
+        return 4 * max(0, -(-bits // 32))
 
     def _encode_chunk(self, encoder, symbols: list[np.ndarray], rows_of_weights: list[np.ndarray]) -> None:
         if symbols:

@@ -92,9 +92,19 @@ class OutputError(WetokError, ValueError):
     neither a regular file nor something written into (a device, a FIFO)."""
 
 
-class RealismError(WetokError, ValueError):
+class DecoderSettingError(WetokError, ValueError):
+    """A decoder setting (:mod:`wetok.setting`) that cannot be used: a seed a file cannot hold, a seed
+    search where the decoder takes no noise, a negative noise scale."""
+
+
+class RealismError(DecoderSettingError):
     """A realism the model cannot decode: above 0 for a model without a generative decoder, or outside
     0..1."""
+
+
+class SmallFileError(WetokError, ValueError):
+    """A file wetok reads whole (a JSON side file, a shard) is not a regular file (a FIFO, a device, a
+    folder), is larger than such a file can be, or holds JSON nested too deeply to parse."""
 
 
 class ScratchSpaceError(WetokError, OSError):
@@ -110,6 +120,7 @@ __all__ = [
     "ConfigError",
     "ContextMismatchError",
     "ContextModelError",
+    "DecoderSettingError",
     "ImageTooLargeError",
     "ModelMismatchError",
     "ModelNotFoundError",
@@ -117,6 +128,7 @@ __all__ = [
     "PriorError",
     "RealismError",
     "ShardError",
+    "SmallFileError",
     "WetokError",
     "WtkFormatError",
 ]

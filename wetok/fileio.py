@@ -8,6 +8,11 @@ An *exclusive* write (what the command line does without ``--force``) instead ha
 temporary file to the final name, which fails when that name exists: of two runs writing one new name at
 once exactly one wins, and the other is told, with no check-then-rename window between them.
 
+Files read whole (:func:`read_small_file`, :func:`read_json_file`: JSON side files, shards) must be regular
+files, opened without blocking (a FIFO planted as ``model_id.json`` must not hang every command) and no
+larger than the caller's limit, checked before a byte is read; JSON nested too deeply for the parser is a
+one-line error, not a ``RecursionError``.
+
 Outputs named by a user (:func:`check_output`, :func:`write_output`): character devices, FIFOs and
 ``/dev/stdout``-style paths are written into, never replaced; ``force`` only ever replaces a regular file
 (through a symbolic link, its target: the link stays); a symbolic link to nothing counts as existing and is
@@ -17,6 +22,7 @@ never followed; the input itself (the same path, a symbolic or hard link) is nev
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import sys
@@ -24,8 +30,9 @@ import tempfile
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from wetok.errors import OutputError
+from wetok.errors import OutputError, SmallFileError
 
 STDOUT_ALIASES = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
 
@@ -67,7 +74,7 @@ def atomic_path(path: str | Path, *, exclusive: bool = False) -> Iterator[Path]:
     :class:`OutputError` is raised when it exists by then (another run created it meanwhile)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".part")
     os.close(fd)
     tmp = Path(name)
     try:
@@ -87,8 +94,23 @@ def atomic_path(path: str | Path, *, exclusive: bool = False) -> Iterator[Path]:
         raise
 
 
+_TEMPORARY_EXTRA = len("..XXXXXXXX.part")  # what mkstemp adds around the prefix's name
+
+
+def _temporary_prefix(path: Path) -> str:
+    """``.NAME.``, with ``NAME`` cut (in bytes, as the file system counts) so that ``.NAME.XXXXXXXX.part``
+    fits the folder's longest name: an output name of 241 to 255 bytes is valid, its temporary one not."""
+    try:
+        longest = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    name = os.fsencode(path.name)[: max(1, longest - _TEMPORARY_EXTRA)]
+    return f".{os.fsdecode(name)}."
+
+
 # Where a file system has no hard links (FAT, some network and FUSE mounts), the final name is reserved
-# with O_EXCL and then replaced: still one winner, at the price of an empty file visible for a moment.
+# with O_EXCL and then replaced: still one winner, at the price of an empty file visible for a moment (and
+# removed again when the run is interrupted before the rename).
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
 
 
@@ -106,10 +128,18 @@ def _create_from(tmp: Path, path: Path) -> None:
         if e.errno not in _NO_LINKS:
             raise
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileExistsError:
         raise taken from None
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C before the rename: give the name back, or the next run finds it taken
+        with suppress(OSError):
+            if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+                os.unlink(path)  # still the empty file this run reserved, not one renamed over it
+        raise
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path: str | Path, data: bytes | str, *, exclusive: bool = False) -> None:
@@ -117,6 +147,58 @@ def write_atomic(path: str | Path, data: bytes | str, *, exclusive: bool = False
     never replace it (:func:`atomic_path`)."""
     with atomic_path(path, exclusive=exclusive) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+# -- files read whole -------------------------------------------------------------------------------------
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    kinds += ((stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """``path`` opened for reading when it is a regular file (through links), else :class:`SmallFileError`.
+
+    Opened with ``O_NONBLOCK``: opening a FIFO otherwise waits for a writer, forever. The file is checked
+    with ``fstat`` on the open descriptor, so it cannot be swapped between the check and the read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise SmallFileError(f"{path} is {_kind(mode)}, not a regular file; refusing to read it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_small_file(path: str | Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path`` (:func:`open_regular`), refused before reading when it is
+    larger than ``limit`` bytes (or grows past it while read). ``OSError`` when it cannot be opened."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise SmallFileError(f"{path} is {size:,} bytes, over the {limit:,} such a file may have")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise SmallFileError(f"{path} grew past {limit:,} bytes while it was read")
+    return data
+
+
+MAX_JSON_BYTES = 16 << 20  # a JSON side file (config, model id, run settings) larger than this is refused
+
+
+def read_json_file(path: str | Path, limit: int = MAX_JSON_BYTES) -> Any:
+    """The JSON value in ``path``, a regular UTF-8 file of at most ``limit`` bytes (:func:`read_small_file`).
+
+    Raises ``OSError`` (unreadable), ``ValueError`` (not UTF-8, not JSON) and :class:`SmallFileError` (not a
+    regular file, too large, nested too deeply for the parser)."""
+    data = read_small_file(path, limit)
+    try:
+        return json.loads(data.decode())
+    except RecursionError:
+        raise SmallFileError(f"{path}: JSON nested too deeply to be a wetok file") from None
 
 
 # -- outputs a user names ---------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """The ``.wtk`` token file: one image's tokens in a small, versioned, checksummed container.
 
 Layout of format versions 1, 2 and 3 (``docs/format.md`` has the long form); version 2 is version 1 plus
-the decoder setting the encoder chose, and is written only for files that carry one; version 3 is written
-only for a resampled image (coded at another size than its own, :mod:`wetok.rate`): a fields byte says
-which optional fields follow, the coded size among them. Fixed-width integers
-are big-endian; ``varint`` is unsigned LEB128 (7 bits per byte, least-significant group first, high bit
-set on every byte but the last, at most 3 bytes, no redundant trailing ``0x80`` groups).
+the decoder setting the encoder chose (its meaning is :mod:`wetok.setting`'s), and is written only for
+files that carry one; version 3 is written only for a resampled image (coded at another size than its own,
+:mod:`wetok.rate`): a fields byte says which optional fields follow, the coded size among them. Fixed-width
+integers are big-endian; ``varint`` is unsigned LEB128 (7 bits per byte, least-significant group first,
+high bit set on every byte but the last, at most 3 bytes, no redundant trailing ``0x80`` groups).
 
 ======  =====  =================================================================================
 offset  bytes  field
@@ -213,32 +213,6 @@ class Header:
             low <= high,
             f"coded size {wc}x{hc} does not keep the shape of the image {self.width}x{self.height}",
         )
-
-
-@dataclass(frozen=True)
-class DecoderSetting:
-    """How the encoder asks a file to be decoded: ``realism`` in ``[0, 1]`` (hundredths) and the noise
-    ``seed`` of the generative decoder (``0 … MAX_SEED``)."""
-
-    realism: float
-    seed: int
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.realism, (int, float)) and 0 <= self.realism <= 1):
-            raise ValueError(f"realism must lie in [0, 1], not {self.realism!r}")
-        if type(self.seed) is not int or not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"a seed written into a .wtk file must lie in 0..{MAX_SEED}, not {self.seed!r}")
-        object.__setattr__(self, "realism", round(float(self.realism), 2))
-
-
-def resolve_setting(
-    default: DecoderSetting | None, realism: float | None, seed: int | None
-) -> DecoderSetting | None:
-    """The setting a file gets: ``default`` with what was given over it (none at all: no setting)."""
-    if default is None and realism is None and seed is None:
-        return None
-    base = default or DecoderSetting(0.0, 0)
-    return DecoderSetting(base.realism if realism is None else realism, base.seed if seed is None else seed)
 
 
 def _check(ok: bool, message: str) -> None:

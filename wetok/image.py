@@ -1,4 +1,4 @@
-"""Images in and out of the codec: mode conversion, tensors, padding, and tiling helpers.
+"""Images in and out of the codec: mode conversion, tensors and padding.
 
 Pixels are uint8 RGB ``[H, W, 3]`` arrays at the boundary and float tensors ``[1, 3, H, W]`` in ``[-1, 1]``
 inside (``x = uint8 / 127.5 - 1``; back: ``((y + 1) * 127.5).round().clamp(0, 255)``).
@@ -178,42 +178,3 @@ def pad_to_multiple(x: Tensor, multiple: int, mode: str = "reflect") -> Tensor:
 
 def to_pil(rgb: np.ndarray) -> Image.Image:
     return Image.fromarray(rgb, mode="RGB")
-
-
-# -- tiling (all spans in token units) --------------------------------------------------------------------
-def core_spans(n: int, tile: int) -> list[tuple[int, int]]:
-    """Partition ``[0, n)`` into consecutive spans of at most ``tile`` (near-equal sizes)."""
-    k = max(1, -(-n // max(1, tile)))
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(k)]
-
-
-def tile_spans(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """Windows of length ``<= tile`` covering ``[0, n)``, neighbours overlapping by ``>= overlap``.
-
-    Needs ``tile >= 3 * overlap``, so no point lies in more than two windows.
-    """
-    if tile >= n:
-        return [(0, n)]
-    if tile < 3 * overlap or tile < 1:
-        raise ValueError(f"tile {tile} must be at least 3x the overlap {overlap}")
-    k = -(-(n - overlap) // (tile - overlap))
-    size = -(-(n - overlap) // k) + overlap
-    starts = [round(i * (n - size) / (k - 1)) for i in range(k)]
-    return [(s, s + size) for s in starts]
-
-
-def blend_weights(spans: list[tuple[int, int]], scale: int) -> list[np.ndarray]:
-    """Per window, float32 weights over its ``(end - start) * scale`` pixels: linear ramps across each
-    overlap with a neighbour (complementary, so overlapping weights sum to 1), 1 elsewhere."""
-    out = []
-    for i, (s, e) in enumerate(spans):
-        w = np.ones((e - s) * scale, dtype=np.float32)
-        if i > 0 and spans[i - 1][1] > s:
-            n = (spans[i - 1][1] - s) * scale
-            w[:n] = (np.arange(n, dtype=np.float32) + 0.5) / n
-        if i + 1 < len(spans) and spans[i + 1][0] < e:
-            n = (e - spans[i + 1][0]) * scale
-            w[-n:] = 1 - (np.arange(n, dtype=np.float32) + 0.5) / n
-        out.append(w)
-    return out

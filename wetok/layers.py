@@ -52,6 +52,7 @@ class Dense:
         conv: nn.Conv2d,
         *,
         norm: nn.GroupNorm | None = None,
+        act: bool = False,
         residual: Tensor | None = None,
         shortcut: nn.Conv2d | None = None,
         inject: Callable[[Tensor, Tensor], Tensor] | None = None,
@@ -60,11 +61,14 @@ class Dense:
         scale: int = 1,
         keep: bool = False,
     ) -> Tensor:
-        """``conv(silu(norm(x)))`` (or ``conv(x)`` without ``norm``), plus ``shortcut(residual)`` (or the
-        residual itself), then ``inject(·, noise)``, then ``shuffle`` (a depth-to-space that multiplies the
-        rows by ``scale``). ``keep``: whether the caller reads ``x`` again (the blocked executor frees it
-        otherwise)."""
-        y = conv(F.silu(norm(x))) if norm is not None else conv(x)
+        """``conv(silu(norm(x)))`` (without ``norm``: ``conv(silu(x))`` with ``act``, else ``conv(x)``),
+        plus ``shortcut(residual)`` (or the residual itself), then ``inject(·, noise)``, then ``shuffle`` (a
+        depth-to-space that multiplies the rows by ``scale``). ``keep``: whether the caller reads ``x`` again
+        (the blocked executor frees it otherwise)."""
+        if norm is not None:
+            y = conv(F.silu(norm(x)))
+        else:
+            y = conv(F.silu(x)) if act else conv(x)
         if residual is not None:
             y = y + (shortcut(residual) if shortcut is not None else residual)
         if inject is not None:
@@ -76,10 +80,9 @@ class Dense:
         x = F.group_norm(x, groups, eps=ADAPTIVE_EPS)
         return x * gamma.to(x.dtype)[..., None, None] + beta.to(x.dtype)[..., None, None]
 
-    def result(self, x: Tensor, conv: nn.Conv2d, *, norm: nn.GroupNorm, shuffle=None, scale: int = 1):
-        """The walk's last stage, ``shuffle(conv(silu(norm(x))))``: returned here, streamed by the blocked
-        executor."""
-        return self.conv(x, conv, norm=norm, shuffle=shuffle, scale=scale)
+    def result(self, x: Tensor, conv: nn.Conv2d, **kwargs) -> Tensor:
+        """The walk's last stage, a :meth:`conv`: returned here, streamed by the blocked executor."""
+        return self.conv(x, conv, **kwargs)
 
 
 DENSE = Dense()

@@ -77,6 +77,31 @@ class Encoder(nn.Module):
         return self.walk(DENSE, x)
 
 
+class FullResolutionHead(nn.Module):
+    """A generative decoder's last layers, at full resolution: ``picture + conv_out(silu(conv_mid(silu(
+    conv_in(picture) + noise))))``, one per-pixel noise map ``[B, 1, H, W]`` scaled per channel.
+
+    StyleGAN injects noise before the convolutions of every resolution; a patch stem's decoder has none at
+    full resolution, so its grain comes in ``patch``-sized blocks. ``conv_out`` and the noise scales start
+    at zero: the head adds nothing until trained, so the faithful decoder (without it) and the realism blend
+    (its weights interpolated towards zero) keep working.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
+        self.noise = NoiseInjection(channels)
+        self.conv_mid = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def walk(self, ex, picture, noise: Tensor):
+        h = ex.conv(picture, self.conv_in, inject=self.noise, noise=noise, keep=True)
+        h = ex.conv(h, self.conv_mid, act=True)
+        return ex.result(h, self.conv_out, act=True, residual=picture)
+
+
 class Decoder(nn.Module):
     """Codes ``[B, d, h, w]`` (plus noise when generative) → image ``[B, 3, h·f, w·f]``.
 
@@ -111,6 +136,8 @@ class Decoder(nn.Module):
         self.norm_out = norm(cin, cfg.norm_groups)
         self.patch_size = cfg.patch_size
         self.conv_out = nn.Conv2d(cin, 3 * cfg.patch_size**2, 3, padding=1)
+        if cfg.head_channels:
+            self.head = FullResolutionHead(cfg.head_channels)
 
     def noise_shapes(self, codes_shape: Sequence[int]) -> list[tuple[int, ...]]:
         """Shapes of the noise maps a generative decoder takes for codes of ``codes_shape`` (none if not
@@ -123,6 +150,9 @@ class Decoder(nn.Module):
             if hasattr(self.up[i], "noise"):
                 scale = 2 ** (len(self.up) - 1 - i)  # level i runs at 2^(L-1-i) times the token grid
                 shapes += [(b, 1, h * scale, w * scale)] * self.num_res_blocks
+        if hasattr(self, "head"):  # last, so the maps before it are drawn as without a head
+            f = self.patch_size * 2 ** (len(self.up) - 1)
+            shapes.append((b, 1, h * f, w * f))
         return shapes
 
     def check_noise(
@@ -158,7 +188,10 @@ class Decoder(nn.Module):
             if hasattr(level, "upsample"):
                 x = level.upsample.walk(ex, x)
         shuffle = (lambda y: F.pixel_shuffle(y, self.patch_size)) if self.patch_size > 1 else None
-        return ex.result(x, self.conv_out, norm=self.norm_out, shuffle=shuffle, scale=self.patch_size)
+        if not hasattr(self, "head"):
+            return ex.result(x, self.conv_out, norm=self.norm_out, shuffle=shuffle, scale=self.patch_size)
+        x = ex.conv(x, self.conv_out, norm=self.norm_out, shuffle=shuffle, scale=self.patch_size)
+        return self.head.walk(ex, x, next(level_maps))
 
     def forward(
         self,

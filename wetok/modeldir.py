@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from wetok.config import TokenizerConfig
 from wetok.errors import ConfigError, WetokError
-from wetok.fileio import cache_dir, write_atomic
+from wetok.fileio import cache_dir, read_json_file, write_atomic
 from wetok.format import MODEL_ID_BYTES
 from wetok.prior import PRIOR_NAME, Prior
 
@@ -56,6 +56,7 @@ MODEL_ID_NAME = "model_id.json"
 # how a file looks, never which tokens it holds).
 GENERATIVE_DECODER_NAME = "decoder_generative.safetensors"
 _ID_FORMAT = "wetok-model-id"
+MAX_MODEL_ID_BYTES = 64 << 10  # model_id.json is about 160 bytes
 MAX_WEIGHTS_HEADER = 100 << 20  # safetensors' own limit on its JSON header
 _CHUNK = 1 << 20  # bytes hashed at a time
 # The dtypes a model's weights may have (loaded as float32), with torch's name (hashed) and item size.
@@ -274,7 +275,7 @@ def stored_model_id(directory: str | Path) -> bytes | None:
     differ from those it was written for."""
     directory = Path(directory)
     try:
-        record = json.loads((directory / MODEL_ID_NAME).read_text())
+        record = read_json_file(directory / MODEL_ID_NAME, MAX_MODEL_ID_BYTES)
         model_id = bytes.fromhex(record["model_id"])
         sizes = record["sizes"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -329,7 +330,7 @@ def _cached_model_id(path: str, stamp: str) -> bytes:
 
 def _read_cache() -> dict:
     try:
-        cache = json.loads(cache_file().read_text())
+        cache = read_json_file(cache_file(), 64 << 20)
     except (OSError, ValueError):
         return {}
     return cache if isinstance(cache, dict) else {}

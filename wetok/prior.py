@@ -19,12 +19,13 @@ import numpy as np
 if TYPE_CHECKING:  # the entropy decoder imports this module and must not need torch
     from torch import Tensor
 
-from wetok.errors import PriorError
-from wetok.fileio import write_atomic
+from wetok.errors import PriorError, SmallFileError
+from wetok.fileio import read_json_file, write_atomic
 
 PRIOR_NAME = "prior.json"
 PRIOR_BITS = 24
 PRIOR_TOTAL = 1 << PRIOR_BITS
+MAX_FILE_BYTES = 1 << 30  # prior.json: a table of 2^24 counts per group is this large; refused beyond
 _FORMAT = "wetok-prior"
 _VERSION = 1
 
@@ -122,8 +123,10 @@ class Prior:
         path = Path(directory)
         path = path / PRIOR_NAME if path.is_dir() else path
         try:
-            d = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            d = read_json_file(path, MAX_FILE_BYTES)
+        except SmallFileError as e:  # names the file already
+            raise PriorError(f"prior {e}") from None
+        except (OSError, ValueError) as e:
             raise PriorError(f"cannot read prior {path}: {e}") from None
         try:
             return cls.from_dict(d)

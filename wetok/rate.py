@@ -205,7 +205,7 @@ def _timed(choice: Choice, seconds: float) -> Choice:
 
 def closeness(decoded: np.ndarray, original: np.ndarray) -> float:
     """How close a candidate's decode is to the original: the seed search's distance (MS-SSIM, SSIM or PSNR
-    by image size, :func:`wetok.seeds.seed_score`): the encoder's two choices agree on what closer means."""
-    from wetok.seeds import seed_score
+    by image size, :func:`wetok.setting.seed_score`): the encoder's two choices agree on what closer means."""
+    from wetok.setting import seed_score
 
     return seed_score(decoded, original)

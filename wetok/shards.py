@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from wetok import fileio
-from wetok.errors import ShardError
+from wetok.errors import ShardError, SmallFileError
 
 SHARD_PATTERN = "shard-{:05d}.safetensors"
 INDEX_NAME = "index.json"
@@ -36,6 +35,8 @@ RUN_NAME = "run.json"
 FORMAT = "wetok-tokens"
 VERSION = 1
 MAX_HEADER_BYTES = 100 << 20  # a shard header (JSON) larger than this is refused before it is read
+# index.json lists every item (about 100 bytes each): 256 MiB is about 2.5 million images
+MAX_INDEX_BYTES = 256 << 20
 
 
 def token_dtype(group_bits: int) -> np.dtype:
@@ -63,10 +64,8 @@ def read_shard(path: Path, max_bytes: int | None = None) -> tuple[dict[str, np.n
     Only a regular file is read (not ``/dev/zero``, not a FIFO), and none over ``max_bytes``: both are
     checked before a byte is read."""
     try:
-        with open(path, "rb") as f:
+        with fileio.open_regular(path) as f:
             st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ShardError(f"token shard {path} is not a regular file")
             if max_bytes is not None and st.st_size > max_bytes:
                 raise ShardError(
                     f"token shard {path} is {st.st_size:,} bytes, over the {max_bytes:,} its index allows"
@@ -74,6 +73,8 @@ def read_shard(path: Path, max_bytes: int | None = None) -> tuple[dict[str, np.n
             data = f.read(st.st_size + 1)
     except OSError as e:
         raise ShardError(f"cannot read token shard {path}: {e.strerror or e}") from None
+    except SmallFileError as e:  # a FIFO or a device: refused before it is read (a FIFO would block)
+        raise ShardError(f"token shard {e}") from None
     if len(data) > st.st_size:
         raise ShardError(f"token shard {path} grew while it was read")
     meta, payload_start = _parse_header(path, data)
@@ -89,13 +90,17 @@ def read_shard(path: Path, max_bytes: int | None = None) -> tuple[dict[str, np.n
 
 
 def read_shard_meta(path: Path) -> dict[str, Any]:
-    """A shard's metadata only (its header; tensor bytes are not read or checked)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        if not 0 < size <= MAX_HEADER_BYTES:
-            raise ShardError(f"token shard {path} is malformed (header length {size})")
-        data = head + f.read(size)
+    """A shard's metadata only (its header; tensor bytes are not read or checked). Only a regular file is
+    read, as in :func:`read_shard`."""
+    try:
+        with fileio.open_regular(path) as f:
+            head = f.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            if not 0 < size <= min(MAX_HEADER_BYTES, os.fstat(f.fileno()).st_size - 8):
+                raise ShardError(f"token shard {path} is malformed (header length {size})")
+            data = head + f.read(size)
+    except SmallFileError as e:
+        raise ShardError(f"token shard {e}") from None
     return _parse_header(path, data)[0]
 
 
@@ -108,7 +113,7 @@ def _parse_header(path: Path, data: bytes) -> tuple[dict[str, Any], int]:
     try:
         header = json.loads(data[8 : 8 + size])
         meta = json.loads(header["__metadata__"]["wetok"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deeply
         raise ShardError(f"token shard {path} has no readable wetok header (not a wetok shard?)") from None
     if not isinstance(meta, dict):
         raise ShardError(f"token shard {path} has a malformed wetok header")
@@ -116,10 +121,14 @@ def _parse_header(path: Path, data: bytes) -> tuple[dict[str, Any], int]:
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
+    """``index.json`` or ``run.json``: a regular file of at most :data:`MAX_INDEX_BYTES`, checked before it
+    is read (JSON costs about 2.5 times its size in memory), holding a wetok token file of this version."""
     try:
-        value = json.loads(path.read_text())
+        value = fileio.read_json_file(path, MAX_INDEX_BYTES)
     except OSError as e:
         raise ShardError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except SmallFileError as e:
+        raise ShardError(f"{what} {e}") from None
     except ValueError as e:
         raise ShardError(f"{what} {path} is not valid JSON: {e}") from None
     if not isinstance(value, dict) or value.get("format") != FORMAT:
@@ -133,7 +142,14 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
-    fileio.write_atomic(path, json.dumps(value, indent=1) + "\n")
+    """Write ``index.json`` or ``run.json``; one larger than :func:`read_json` reads is refused."""
+    text = json.dumps(value, indent=1) + "\n"
+    if len(text.encode()) > MAX_INDEX_BYTES:
+        raise ShardError(
+            f"{path} would be {len(text.encode()):,} bytes, over the {MAX_INDEX_BYTES:,} a dataset index may "
+            "have; tokenize the images as several datasets"
+        )
+    fileio.write_atomic(path, text)
 
 
 __all__ = [

@@ -27,7 +27,7 @@ on the bundled model and the example photo the tokens are identical and pixels d
 level (``tests/test_tiling.py``).
 
 A generative decoder's noise maps are drawn for the whole image from the seed
-(:meth:`wetok.tokenizer.Tokenizer.draw_noise`) and each block adds the rows it covers.
+(:func:`wetok.setting.draw_noise`) and each block adds the rows it covers.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from wetok.errors import ScratchSpaceError
 from wetok.image import unit_to_uint8
 from wetok.layers import ADAPTIVE_EPS, style_stats
+from wetok.setting import DecoderSetting, decoder_and_noise
 
 BLOCK_TOKENS = 512  # tokens per block (each level computes a block of the same token rows)
 
@@ -346,12 +347,22 @@ class Blocked:
     def input(self, x: Tensor, patch: int = 1) -> _InputSource:
         return _InputSource(x, patch, self.store.dtype, self.store.device)
 
-    def conv(
+    def conv(self, x, conv: nn.Conv2d, **kwargs) -> _Value:
+        """One pass, as :meth:`wetok.layers.Dense.conv`, into a new plane (or over ``residual``'s plane
+        when the widths agree). ``x``'s plane is released unless ``keep``; ``residual``'s always."""
+        return self._pass(x, conv, **kwargs)
+
+    def result(self, x, conv: nn.Conv2d, **kwargs) -> None:
+        """The walk's last stage, a :meth:`conv` whose blocks go to the sink instead of a plane."""
+        self._pass(x, conv, final=True, **kwargs)
+
+    def _pass(
         self,
         x,
         conv: nn.Conv2d,
         *,
         norm: nn.GroupNorm | None = None,
+        act: bool = False,
         residual: _Value | None = None,
         shortcut: nn.Conv2d | None = None,
         inject: Callable[[Tensor, Tensor], Tensor] | None = None,
@@ -359,14 +370,15 @@ class Blocked:
         shuffle: Callable[[Tensor], Tensor] | None = None,
         scale: int = 1,
         keep: bool = False,
-    ) -> _Value:
-        """One pass, as :meth:`wetok.layers.Dense.conv`, into a new plane (or over ``residual``'s plane
-        when the widths agree). ``x``'s plane is released unless ``keep``; ``residual``'s always."""
-        src, pre = self._source(x, norm)
+        final: bool = False,
+    ) -> _Value | None:
+        src, pre = self._source(x, norm, act)
         n_out, w_out = _out_size(conv, src.h, 0), _out_size(conv, src.w, 1)
         c = conv.out_channels // (scale * scale)
-        reuse = residual is not None and shortcut is None and residual.plane.c == c
-        plane = residual.plane if reuse else self.store.alloc(n_out * scale, w_out * scale, c)
+        reuse = not final and residual is not None and shortcut is None and residual.plane.c == c
+        plane = None
+        if not final:
+            plane = residual.plane if reuse else self.store.alloc(n_out * scale, w_out * scale, c)
         stats = _Stats(c)
 
         def post(y: Tensor, o0: int, o1: int) -> Tensor:
@@ -375,21 +387,24 @@ class Blocked:
                 y = y.add_(_pointwise(r, shortcut.weight) if shortcut is not None else r)
             if inject is not None:
                 y = inject(y, noise[:, :, o0:o1].to(y.device))
-            if shuffle is None:
-                return y
+            if shuffle is None or final:
+                return shuffle(y) if shuffle is not None else y
             # Channels-last like every other block: the statistics' matmul then sums in the same order.
             return shuffle(y).contiguous(memory_format=torch.channels_last)
 
         def sink(o0: int, o1: int, y: Tensor) -> None:
-            stats.add(y)
-            plane.write(o0 * scale, y)
+            if final:
+                self.sink(o0 * scale, o1 * scale, y)
+            else:
+                stats.add(y)
+                plane.write(o0 * scale, y)
 
         _conv_pass(src, conv, self.rows(n_out), pre, post, sink)
         if not keep and isinstance(x, _Value):
             self.store.release(x.plane)
         if residual is not None and not reuse:
             self.store.release(residual.plane)
-        return _Value.of(plane, stats)
+        return None if final else _Value.of(plane, stats)
 
     def adaptive_norm(self, x: _Value, groups: int, gamma: Tensor, beta: Tensor) -> _Value:
         """Adaptive GroupNorm as a pending affine map, no pass over the image (``gamma``, ``beta``:
@@ -398,24 +413,19 @@ class Blocked:
         gamma, beta = gamma.double().cpu()[0], beta.double().cpu()[0]
         return x.affine(scale * gamma, shift * gamma + beta)
 
-    def result(self, x: _Value, conv: nn.Conv2d, *, norm: nn.GroupNorm, shuffle=None, scale: int = 1) -> None:
-        """The last stage, ``shuffle(conv(silu(norm(x))))``, block by block into the sink."""
-        src, pre = self._source(x, norm)
-
-        def sink(o0: int, o1: int, y: Tensor) -> None:
-            self.sink(o0 * scale, o1 * scale, shuffle(y) if shuffle is not None else y)
-
-        _conv_pass(src, conv, self.rows(src.h), pre, None, sink)
-        self.store.release(x.plane)
-
-    def _source(self, x, norm: nn.GroupNorm | None):
-        """What a pass reads: ``x`` as stored with ``norm`` (and ``x``'s pending affine) folded into one
-        per-channel map, or ``x`` as the network sees it."""
+    def _source(self, x, norm: nn.GroupNorm | None, act: bool):
+        """What a pass reads, and the per-channel map ``pre`` it applies before SiLU: ``x`` as stored with
+        ``norm`` (and ``x``'s pending affine) folded into ``pre``; with ``act`` alone, ``pre`` is ``x``'s
+        pending affine; else ``x`` as the network sees it, no SiLU."""
         if not isinstance(x, _Value):
             return x, None
-        if norm is None:
-            return _ValueSource(x), None
-        return _PlaneSource(x.plane), _norm_affine(norm, x)
+        if norm is not None:
+            return _PlaneSource(x.plane), _norm_affine(norm, x)
+        if act:
+            ones = torch.ones_like(x.mean)
+            identity = (ones, torch.zeros_like(ones))
+            return _PlaneSource(x.plane), identity if x.scale is None else (x.scale, x.shift)
+        return _ValueSource(x), None
 
 
 def block_token_rows(w: int, h: int) -> int:
@@ -501,12 +511,12 @@ def decode_tiled(
     """Tokens ``[1, h, w, g]`` → uint8 ``[h·f, w·f, 3]`` by :func:`decode_blocked`; a grid larger than a
     ``tile``² tile keeps its buffers on disk. ``block`` overrides :func:`block_token_rows` (tests).
 
-    ``decoder`` paints (default: the one of ``realism``); a generative one takes ``noise``, the whole-grid
-    maps (default: drawn from ``seed``). A single token is decoded as a pair (as always), its noise
-    repeated."""
-    decoder = model.decoder_for(realism) if decoder is None else decoder
-    if decoder.generative and noise is None:
-        noise = model.draw_noise((1, model.config.latent_dim, *tokens.shape[1:3]), seed, noise_scale, realism)
+    ``decoder`` paints and a generative one takes ``noise``, the whole-grid maps; without them both come
+    from the setting ``(realism, seed, noise_scale)`` (:func:`wetok.setting.decoder_and_noise`). A single
+    token is decoded as a pair (as always), its noise repeated."""
+    if decoder is None:
+        setting = DecoderSetting(realism or 0.0, seed or 0, noise_scale)
+        decoder, noise = decoder_and_noise(model, setting, tuple(tokens.shape[1:3]))
     if tokens.shape[1] == tokens.shape[2] == 1:
         pair = [n.repeat(1, 1, 1, 2) for n in noise] if noise is not None else None
         f = model.config.downsample

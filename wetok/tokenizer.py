@@ -5,7 +5,6 @@ WeTok: Zhuang et al., "Powerful Discrete Tokenization for High-Fidelity Visual R
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,8 +14,8 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from wetok import setting
 from wetok.config import TokenizerConfig
-from wetok.errors import RealismError
 from wetok.fileio import atomic_path
 from wetok.model import Decoder, Encoder
 from wetok.modeldir import (
@@ -27,6 +26,7 @@ from wetok.modeldir import (
     weights_sha256,
 )
 from wetok.quantizer import GroupedLFQ
+from wetok.setting import widen_for_noise
 
 
 class TokenizerOutput(NamedTuple):
@@ -54,7 +54,6 @@ class Tokenizer(nn.Module):
         # The stage-2 decoder for realism > 0, when the model has one. Kept out of the module tree on
         # purpose: state_dict() (and so the model id) is the model's own weights only.
         self._generative: list[Decoder] = []
-        self._blended: dict[float, Decoder] = {}
         self.default_realism: float | None = None  # what files get when the encoder is not told
 
     # -- training ----------------------------------------------------------------------------------------
@@ -104,35 +103,16 @@ class Tokenizer(nn.Module):
             raise ValueError(f"symbols (token values) must lie in [0, {2**self.config.group_bits})")
         return self.quantizer.indices_to_codes(tokens.to(self.device), self.dtype)
 
-    def make_noise(self, shape: tuple[int, ...], seed: int | None = None, noise_scale: float = 1.0) -> Tensor:
-        """``N(0, noise_scale²)`` noise drawn on the CPU from ``seed`` (same noise on every device)."""
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        noise = torch.randn(shape, generator=gen, dtype=torch.float32) * noise_scale
-        return noise.to(self.device, self.dtype)
-
-    def draw_noise(
-        self,
-        codes_shape: Sequence[int],
-        seed: int | None = None,
-        noise_scale: float = 1.0,
-        realism: float | None = None,
-    ) -> list[Tensor]:
-        """Every noise map the decoder for ``realism`` takes for codes of ``codes_shape``, drawn on the CPU
-        from one generator seeded with ``seed`` in the order of :meth:`Decoder.noise_shapes` (the input's
-        first: a release model's noise is what :meth:`make_noise` always drew). Same seed, same maps on every
-        device; a tiled decode slices these whole-image maps, so it sees the noise an untiled one sees."""
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        maps = []
-        for shape in self.decoder_for(realism).noise_shapes(codes_shape):
-            noise = torch.randn(shape, generator=gen, dtype=torch.float32) * noise_scale
-            maps.append(noise.to(self.device, self.dtype))
-        return maps
-
-    # -- realism: which decoder paints the tokens ------------------------------------------------------------
+    # -- realism: which decoder paints the tokens (wetok.setting owns the decoder setting) ---------------
     @property
     def has_generative_decoder(self) -> bool:
         """Whether the model carries a stage-2 decoder beside its own (``realism`` above 0 uses it)."""
         return bool(self._generative)
+
+    @property
+    def generative_decoder(self) -> Decoder | None:
+        """The stage-2 decoder beside the model's own (on the model's device), if it carries one."""
+        return self._generative[0].to(self.device, self.dtype) if self._generative else None
 
     def attach_generative_decoder(self, decoder: Decoder, default_realism: float = 1.0) -> None:
         """Give this (non-generative) model a stage-2 decoder for ``realism > 0``; it must be this model's
@@ -142,27 +122,24 @@ class Tokenizer(nn.Module):
                 "the model's own decoder is generative already; realism applies to models without"
             )
         self._generative = [decoder.to(self.device, self.dtype).eval().requires_grad_(False)]
-        self._blended = {}
         self.default_realism = default_realism
 
     def decoder_for(self, realism: float | None) -> Decoder:
-        """The decoder of ``realism`` in ``[0, 1]``: ``None`` or 0 the model's own; 1 the stage-2 decoder;
-        between them the weights interpolated linearly (network interpolation, Wang et al. 2018, ESRGAN:
-        both decoders come from the same stage-1 weights, so the blend is a decoder in between)."""
-        if realism is None or realism == 0:
-            return self.decoder
-        if not 0 <= realism <= 1:
-            raise RealismError(f"realism must lie in [0, 1], not {realism}")
-        if not self._generative:
-            raise RealismError(
-                f"model {self.config.name or 'unnamed'} has no generative decoder: realism must be 0"
-            )
-        generative = self._generative[0].to(self.device, self.dtype)
-        if realism == 1:
-            return generative
-        if realism not in self._blended:
-            self._blended = {realism: _blend_decoders(self.decoder, generative, realism)}
-        return self._blended[realism]
+        """:func:`wetok.setting.decoder_for` (kept for :func:`wetok.tiling.decode_tiled`'s ``realism=``
+        fallback; the codec gives it the decoder and noise)."""
+        return setting.decoder_for(self, realism)
+
+    def draw_noise(
+        self,
+        codes_shape: Sequence[int],
+        seed: int | None = 0,
+        noise_scale: float = 1.0,
+        realism: float | None = None,
+    ) -> list[Tensor]:
+        """:func:`wetok.setting.draw_noise` (kept for :func:`wetok.tiling.decode_tiled`'s ``seed=``
+        fallback; the codec gives it the decoder and noise)."""
+        chosen = setting.DecoderSetting(realism or 0.0, seed or 0, noise_scale)
+        return setting.draw_noise(self, chosen, codes_shape) or []
 
     @torch.inference_mode()
     def decode(
@@ -181,9 +158,12 @@ class Tokenizer(nn.Module):
         ``realism`` picks the decoder (:meth:`decoder_for`).
         """
         codes = self.tokens_to_codes(tokens)
-        decoder = self.decoder_for(realism)
-        if decoder.generative and noise is None:
-            noise = self.draw_noise(tuple(codes.shape), seed, noise_scale, realism)
+        decoder = setting.decoder_for(self, realism)
+        if decoder.generative and noise is None and seed is None:  # training's samples: the global RNG
+            noise = [n * noise_scale for n in self.random_noise(codes.shape, decoder)]
+        elif decoder.generative and noise is None:
+            chosen = setting.DecoderSetting(realism or 0.0, seed, noise_scale)
+            noise = setting.draw_noise(self, chosen, codes.shape)
         elif isinstance(noise, Tensor):
             noise = noise.to(self.device, self.dtype)
         elif noise is not None:
@@ -191,16 +171,19 @@ class Tokenizer(nn.Module):
         return decoder(codes, noise if decoder.generative else None, style).clamp_(-1, 1)
 
     # -- stage 2 -----------------------------------------------------------------------------------------
-    def to_generative(self, level_noise: bool = False) -> Tokenizer:
+    def to_generative(self, level_noise: bool = False, head_channels: int = 0) -> Tokenizer:
         """A generative copy whose decoder ``conv_in`` gains zero-initialised noise channels (and, with
-        ``level_noise``, zero-weighted noise inputs after every decoder block).
+        ``level_noise``, zero-weighted noise inputs after every decoder block; with ``head_channels``, a
+        zero-initialised full-resolution head).
 
         The copy reproduces this model's output exactly for any noise until it is fine-tuned.
         """
         if self.config.generative:
             raise ValueError("the model is already generative")
-        new = Tokenizer(self.config.replace(generative=True, level_noise=level_noise)).to(self.device)
-        new.load_state_dict(widen_for_noise(self.state_dict(), new.state_dict()))
+        config = self.config.replace(generative=True, level_noise=level_noise, head_channels=head_channels)
+        new = Tokenizer(config).to(self.device)
+        fresh = new.state_dict()
+        new.load_state_dict(widen_for_noise(self.state_dict(), fresh, keep_new=fresh))
         return new
 
     def with_groups(self, groups: int) -> Tokenizer:
@@ -281,35 +264,8 @@ class Tokenizer(nn.Module):
         if not self._generative:
             raise ValueError("the model has no generative decoder")
         path = Path(directory) / GENERATIVE_DECODER_NAME
-        return save_generative_decoder(self._generative[0], path, dtype, self.default_realism or 1.0)
-
-
-def widen_for_noise(state: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``state`` of a decoder (or tokenizer) made to fit ``target``, its generative version: ``conv_in`` gains
-    zero weights for the noise channels, noise injections start at zero."""
-    out = {}
-    for key, ref in target.items():
-        value = state.get(key)
-        if value is None:
-            out[key] = torch.zeros_like(ref)
-        elif value.shape != ref.shape:
-            if not key.endswith("conv_in.weight") or 2 * value.shape[1] != ref.shape[1]:
-                raise ValueError(f"{key}: {tuple(value.shape)} does not widen to {tuple(ref.shape)}")
-            out[key] = torch.cat([value, torch.zeros_like(value)], dim=1).to(ref.dtype)
-        else:
-            out[key] = value.clone().to(ref.dtype)
-    return out
-
-
-def _blend_decoders(base: Decoder, generative: Decoder, realism: float) -> Decoder:
-    """A decoder with weights ``(1 - realism)·base + realism·generative`` (``base`` widened for noise)."""
-    blended = copy.deepcopy(generative)
-    target = generative.state_dict()
-    widened = widen_for_noise(base.state_dict(), target)
-    blended.load_state_dict(
-        {k: torch.lerp(widened[k].float(), v.float(), realism) for k, v in target.items()}
-    )
-    return blended.eval()
+        realism = 1.0 if self.default_realism is None else self.default_realism  # 0 is a default too
+        return save_generative_decoder(self._generative[0], path, dtype, realism)
 
 
 def save_generative_decoder(
@@ -318,6 +274,10 @@ def save_generative_decoder(
     """Write a stage-2 decoder's weights; the metadata holds the realism files get by default."""
     state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in decoder.state_dict().items()}
     metadata = {"format": "pt", "wetok_decoder": "generative", "default_realism": f"{default_realism:.2f}"}
+    if hasattr(
+        decoder, "head"
+    ):  # read back by load_generative_decoder: a config is never guessed from shapes
+        metadata["head_channels"] = str(decoder.head.conv_in.out_channels)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
@@ -328,11 +288,17 @@ def load_generative_decoder(path: Path, config: TokenizerConfig) -> tuple[Decode
     level) and its default realism; checked like the model's own weights, one line naming the file."""
     from wetok.modeldir import ModelFilesError, check_state, read_weights, weights_metadata
 
-    decoder = Decoder(config.replace(generative=True, level_noise=True))
+    if config.generative:  # the add-on's place is beside a model whose own decoder is the faithful one
+        raise ModelFilesError(f"{path}: the model's own decoder is generative already; remove this add-on")
+    metadata = weights_metadata(path)
+    head = metadata.get("head_channels", "0")
+    if not head.isdigit() or int(head) > 256:
+        raise ModelFilesError(f"{path}: head_channels is not a whole number in 0..256")
+    decoder = Decoder(config.replace(generative=True, level_noise=True, head_channels=int(head)))
     state = read_weights(path)
     check_state(path, state, decoder.state_dict())
     try:
-        realism = float(weights_metadata(path).get("default_realism", "1"))
+        realism = float(metadata.get("default_realism", "1"))
     except ValueError:
         realism = -1.0
     if not 0 <= realism <= 1:

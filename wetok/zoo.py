@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 from wetok.codec import Codec
 from wetok.config import TokenizerConfig
 from wetok.errors import ModelMismatchError, ModelNotFoundError, WetokError
-from wetok.modeldir import CONFIG_NAME, WEIGHTS_NAME, is_model_dir, read_model_id
+from wetok.modeldir import CONFIG_NAME, GENERATIVE_DECODER_NAME, WEIGHTS_NAME, is_model_dir, read_model_id
 
 DEFAULT_MODEL = "default"
 BUNDLED_DIR = Path(__file__).parent / "models"
@@ -117,9 +118,9 @@ def _warn_once(message: str) -> None:
 
 
 def model_dir_problem(path: Path) -> str | None:
-    """Why the model folder ``path`` cannot be used (config, weights header or prior unreadable), else
-    ``None``. Reads the config, the safetensors header and the prior, never the weights; cached per
-    file sizes and times."""
+    """Why the model folder ``path`` cannot be used (config, weights header, prior or generative add-on
+    unreadable, or an add-on beside a generative model), else ``None``. Reads the config, the safetensors
+    headers and the prior, never the weights; cached per file sizes and times."""
     try:
         stamp = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir()) if f.is_file())
     except OSError as e:
@@ -131,7 +132,7 @@ def model_dir_problem(path: Path) -> str | None:
 def _problem_cached(path: str, stamp: tuple) -> str | None:
     from safetensors import safe_open
 
-    from wetok.modeldir import load_prior
+    from wetok.modeldir import load_prior, read_weights_header
 
     directory = Path(path)
     try:
@@ -139,6 +140,10 @@ def _problem_cached(path: str, stamp: tuple) -> str | None:
         with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as f:
             f.keys()
         load_prior(directory, config.groups, config.group_bits)
+        if (directory / GENERATIVE_DECODER_NAME).exists():  # half-copied, or beside a generative model
+            read_weights_header(directory / GENERATIVE_DECODER_NAME)
+            if config.generative:
+                return f"{GENERATIVE_DECODER_NAME} beside a model whose own decoder is generative"
     except Exception as e:  # noqa: BLE001 (any failure, e.g. SafetensorError, means the folder is broken)
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return f"{type(e).__name__}: {text}" if type(e).__name__ == "SafetensorError" else text
@@ -183,22 +188,59 @@ def _load_dir(path: Path, device: str | torch.device) -> Codec:
 
 
 def find_codec_by_model_id(
-    model_id: bytes, extra: list[str | Path] | tuple = (), device: str | torch.device = "cpu"
+    model_id: bytes,
+    extra: list[str | Path] | tuple = (),
+    device: str | torch.device = "cpu",
+    *,
+    realism: float | None = None,
 ) -> Codec:
     """The codec whose files carry ``model_id``: searched in ``extra`` (model directories or folders of
     them), then in the registry. Only stored ids are read; the one model found is loaded and its weights
-    checked against the id, so a directory whose files changed after its id was stored is refused."""
-    for path in _candidates(extra):
-        if _safe_model_id(path) == model_id:
-            codec = Codec.from_pretrained(path, device=device)
-            if codec.model_id != model_id:
-                raise ModelNotFoundError(
-                    f"{path}: its stored model id {model_id.hex()} does not match its files "
-                    f"({codec.model_id_hex}); they changed after the id was written: rewrite it with "
-                    "`wetok fit-prior`, or delete model_id.json there"
-                )
-            return codec
+    checked against the id, so a directory whose files changed after its id was stored is refused.
+
+    ``realism`` above 0 (a file's, or the one asked for) needs the generative add-on: of several folders
+    holding the model, the first that has it is chosen (a copy without it, earlier on the search path,
+    must not make such files undecodable). A folder that fails to load (weights that are NaN, files
+    changed behind the stored id) gives way to the next one holding the model, with a warning; when none
+    loads, the first one's error is raised."""
+    skipped: list[tuple[Path, Exception]] = []
+    for path in _holders(model_id, extra, realism):
+        try:
+            codec = _load_checked(path, model_id, device)
+        except (OSError, ValueError, ModelNotFoundError) as e:  # broken past what the listing checks
+            skipped.append((path, e))
+            continue
+        for where, error in skipped:  # another folder of the model served: say why these did not
+            _warn_once(f"skipping model folder {where}: {str(error).strip().splitlines()[0]}")
+        return codec
+    if skipped:
+        raise skipped[0][1]
     raise ModelNotFoundError(f"no installed model has id {model_id.hex()}; available: {_available()}")
+
+
+def _holders(model_id: bytes, extra: list[str | Path] | tuple, realism: float | None) -> Iterator[Path]:
+    """The folders holding ``model_id``, in search order; for ``realism`` above 0 those without the
+    generative add-on last (decoding with one of them says, in one line, that it cannot paint the file)."""
+    without_addon = []
+    for path in _candidates(extra):
+        if _safe_model_id(path) != model_id:
+            continue
+        if realism and not (path / GENERATIVE_DECODER_NAME).is_file():
+            without_addon.append(path)
+        else:
+            yield path
+    yield from without_addon
+
+
+def _load_checked(path: Path, model_id: bytes, device: str | torch.device) -> Codec:
+    codec = Codec.from_pretrained(path, device=device)
+    if codec.model_id != model_id:
+        raise ModelNotFoundError(
+            f"{path}: its stored model id {model_id.hex()} does not match its files "
+            f"({codec.model_id_hex}); they changed after the id was written: rewrite it with "
+            "`wetok fit-prior`, or delete model_id.json there"
+        )
+    return codec
 
 
 def name_for_model_id(model_id: bytes) -> str | None:

@@ -9,10 +9,13 @@ from typing import Any
 import click
 
 from wetok.fileio import IMAGE_SUFFIXES
+from wetok.format import MAX_SEED
 from wetok_cli.common import (
+    REALISM_TYPE,
     WTK_SUFFIX,
     Reporter,
     UsageProblem,
+    WetokCommand,
     device_option,
     long_reporting_options,
     resolve_device,
@@ -22,7 +25,7 @@ from wetok_cli.outputs import show, write_output
 from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_codec, out_option
 
 
-@click.command("compress")
+@click.command("compress", cls=WetokCommand)
 @click.argument("images", nargs=-1, required=True)
 @out_option
 @click.option("-m", "--model", help=MODEL_HELP + "  [default: the bundled default model]")
@@ -35,14 +38,15 @@ from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_cod
 )
 @click.option(
     "--realism",
-    type=click.FloatRange(0, 1),
+    type=REALISM_TYPE,
     help="Decoder setting written into the file: 0 the faithful decoder (highest PSNR), 1 the generative "
     "one (photo-like texture), in hundredths between.  [default: the model's measured choice]",
 )
 @click.option(
     "--seed",
-    type=click.IntRange(0, (1 << 21) - 1),
-    help="Noise seed written into the file for the generative decoder.  [default: 0]",
+    type=click.IntRange(0, MAX_SEED),
+    help="Noise seed written into the file for the generative decoder (a model without one writes no "
+    "seed).  [default: 0]",
 )
 @click.option(
     "--seed-search",
@@ -50,7 +54,8 @@ from wetok_cli.per_file import MODEL_HELP, for_each_file, force_option, load_cod
     default=1,
     show_default=True,
     metavar="K",
-    help="Try K seeds and keep the one whose decode is closest to the image (MS-SSIM); K decodes more.",
+    help="Try K seeds from --seed on and keep the one whose decode is closest to the image (MS-SSIM); K "
+    "decodes more. Needs a realism above 0 (the model's default or --realism).",
 )
 @click.option(
     "-q",
@@ -106,17 +111,25 @@ def compress_cmd(
     _check_one_knob(knobs)
     reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
     codecs: list[Any] = []
+    settings: list[Any] = []
 
     def prepare() -> None:
         codec = load_codec(model, resolve_device(device), reporter)
-        if realism and not codec.model.has_generative_decoder:
-            raise UsageProblem(f"--realism {realism:g}: model {codec.name} has no generative decoder (use 0)")
         codecs.append(codec)
-
-    setting = {"realism": realism, "seed": seed, "seed_search": seed_search, **knobs}
+        settings.append(_decoder_setting(codec, realism, seed, seed_search, reporter))
 
     def work(item: Input, dst: Path | None) -> None:
-        _compress_one(codecs[0], item, dst, mode=mode, setting=setting, force=force, reporter=reporter)
+        _compress_one(
+            codecs[0],
+            item,
+            dst,
+            mode=mode,
+            setting=settings[0],
+            seed_search=seed_search,
+            knobs=knobs,
+            force=force,
+            reporter=reporter,
+        )
 
     for_each_file(
         images,
@@ -141,24 +154,49 @@ def _check_one_knob(knobs: dict[str, Any]) -> None:
         raise UsageProblem(f"{' and '.join(given)}: give one rate knob, not {len(given)}")
 
 
+def _decoder_setting(
+    codec: Any, realism: float | None, seed: int | None, seed_search: int, reporter: Reporter
+) -> Any:
+    """The decoder setting every file gets (:func:`wetok.setting.for_file`), its problems as usage errors;
+    a note when a seed search near the largest seed tries fewer seeds than asked."""
+    from wetok.errors import DecoderSettingError, RealismError
+    from wetok.setting import for_file, seed_candidates
+
+    try:
+        setting = for_file(codec.model, realism, seed, seed_search)
+    except RealismError as e:
+        raise UsageProblem(f"--realism {realism:g}: {e}") from None
+    except DecoderSettingError as e:
+        raise UsageProblem(f"--seed-search {seed_search}: {e}") from None
+    tried = seed_candidates(setting, seed_search) if seed_search > 1 else range(1)  # a search has a setting
+    if len(tried) < seed_search:
+        reporter.warn(
+            "--seed-search",
+            f"tries {len(tried)} seed{'s' * (len(tried) > 1)}, not {seed_search}: {tried.start}..{MAX_SEED} "
+            f"({MAX_SEED} is the largest seed a file holds)",
+        )
+    return setting
+
+
 def _compress_one(
     codec: Any,
     item: Input,
     dst: Path,
     *,
     mode: str | None,
-    setting: dict[str, Any],
+    setting: Any,
+    seed_search: int,
+    knobs: dict[str, Any],
     force: bool,
     reporter: Reporter,
 ) -> None:
-    from wetok.codec import read_info
+    from wetok.info import read_info
 
     rgb, input_bytes = read_image_input(item)
     start = time.perf_counter()
-    choice = codec.compress_choice(rgb, mode=mode, **setting)
-    data = choice.data
-    write_output(dst, data, force=force)
-    info = read_info(data)
+    choice = codec.encode_choice(rgb, mode, setting, seed_search, **knobs)
+    write_output(dst, choice.data, force=force)
+    info = read_info(choice.data)
     reporter.info(f"{item.display}: encoded in {time.perf_counter() - start:.2f} s ({choice.tries} encodes)")
     for note in choice.notes:
         reporter.warn(item.display, note)

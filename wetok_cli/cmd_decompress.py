@@ -13,11 +13,13 @@ import click
 
 from wetok.fileio import IMAGE_SUFFIXES
 from wetok_cli.common import (
+    REALISM_TYPE,
     SEED_TYPE,
     WTK_SUFFIX,
     InputError,
     Reporter,
     UsageProblem,
+    WetokCommand,
     device_option,
     finite_number,
     reporting_options,
@@ -36,7 +38,7 @@ PAGE_SUFFIX = ".html"
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"}
 
 
-@click.command("decompress")
+@click.command("decompress", cls=WetokCommand)
 @click.argument("files", nargs=-1, required=True)
 @out_option
 @click.option(
@@ -52,7 +54,7 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp"
 )
 @click.option(
     "--realism",
-    type=click.FloatRange(0, 1),
+    type=REALISM_TYPE,
     help="0 the faithful decoder, 1 the generative one, between them a blend.  [default: the file's]",
 )
 @click.option(
@@ -121,7 +123,7 @@ def decompress_cmd(
         models.append(_ModelCache(model, resolve_device(device), reporter))
 
     def work(item: Input, dst: Path | None) -> None:
-        image, size = _decompress_one(
+        file, codec, decoded = _decompress_one(
             models[0],
             item,
             dst,
@@ -134,8 +136,8 @@ def decompress_cmd(
             reporter=reporter,
         )
         if compare:
-            others = _other_realisms(models[0], item, realism)
-            _write_compare(compare, item, dst, image, size, force, reporter, others)
+            others = _other_realisms(codec, file, decoded.setting)
+            _write_compare(compare, item, dst, decoded.image, len(file.data), force, reporter, others)
 
     def reads(item: Input) -> list[Path]:
         """Files read besides the input: none of them may be an output, even with --force."""
@@ -169,24 +171,26 @@ def _decompress_one(
     reference: Path | None,
     force: bool,
     reporter: Reporter,
-) -> tuple[Any, int]:
-    from wetok.codec import read_info
+) -> tuple[Any, Any, Any]:
+    """Decode one file (read and parsed once) and write its image; gives the parsed file, the codec and
+    what :meth:`wetok.codec.Codec.decompress` gave (the image and the decoder setting that painted it)."""
     from wetok.errors import ModelMismatchError
+    from wetok.info import WtkFile, read_info
     from wetok.zoo import name_mismatch
 
-    data = read_wtk_input(item)
-    info = read_info(data)
-    codec = models.get(info.model_id)
+    file = WtkFile.parse(read_wtk_input(item))
+    info = read_info(file)
+    codec = models.get(info.model_id, realism if realism is not None else info.realism)
     start = time.perf_counter()
     try:
-        image = codec.decompress(data, seed=seed, noise_scale=noise_scale, realism=realism)
+        decoded = codec.decompress(file, seed=seed, noise_scale=noise_scale, realism=realism)
     except ModelMismatchError as e:  # --model named another model than the file's: say which it needs
         raise name_mismatch(e) from None
     reporter.info(f"{item.display}: decoded in {time.perf_counter() - start:.2f} s")
-    quality = _psnr(image, _reference_for(reference, item)) if reference else None
+    quality = _psnr(decoded.image, _reference_for(reference, item)) if reference else None
     buffer = io.BytesIO()
     pil_format, options = FORMATS[fmt]
-    image.save(buffer, format=pil_format, **options)
+    decoded.image.save(buffer, format=pil_format, **options)
     write_output(dst, buffer.getvalue(), force=force)
     line = (
         f"{item.display} -> {show(dst)}: {info.width}x{info.height}, {info.bytes} bytes, {info.bpp:.4f} bpp"
@@ -201,34 +205,32 @@ def _decompress_one(
         "bits_per_token": info.bits_per_token,
         "model": codec.name,
         "model_id": codec.model_id_hex,
-        "seed": seed if seed is not None else (info.seed or 0),
-        "realism": realism if realism is not None else info.realism,
-        "noise_scale": noise_scale,
+        "seed": decoded.setting.seed,
+        "realism": decoded.setting.realism,
+        "noise_scale": decoded.setting.noise_scale,
     }
     if quality is not None:
         line += f", PSNR {quality:.2f} dB"
         record["psnr"] = quality
     reporter.done(line, record)
-    return image, info.bytes
+    return file, codec, decoded
 
 
-def _other_realisms(models: _ModelCache, item: Input, realism: float | None) -> list[tuple[str, Any]]:
+def _other_realisms(codec: Any, file: Any, used: Any) -> list[tuple[str, Any]]:
     """For the --compare page: the file decoded at the two ends of realism its decode did not use (a model
-    with a generative decoder only), so the page shows what the encoder chose against both."""
+    with a generative decoder only), with the seed and noise scale it used, so the page shows what the
+    encoder chose against both."""
     import numpy as np
 
-    from wetok.codec import read_info
-
-    data = read_wtk_input(item)
-    info = read_info(data)
-    codec = models.get(info.model_id)
     if not codec.model.has_generative_decoder:
         return []
-    used = realism if realism is not None else info.realism
     return [
-        (f"wetok realism {r:.0f}", np.asarray(codec.decompress(data, realism=r)))
+        (
+            f"wetok realism {r:.0f}",
+            np.asarray(codec.decompress(file, seed=used.seed, noise_scale=used.noise_scale, realism=r).image),
+        )
         for r in (0.0, 1.0)
-        if r != used
+        if r != used.realism
     ]
 
 
@@ -265,7 +267,7 @@ class _ModelCache:
         self.model, self.device, self.reporter = model, device, reporter
         self.fixed: Any = None
         self.extra: list[Path] = []
-        self.codecs: dict[bytes, Any] = {}
+        self.codecs: dict[tuple[bytes, bool], Any] = {}
         if model is not None:
             from wetok.modeldir import is_model_dir
 
@@ -275,23 +277,25 @@ class _ModelCache:
             else:
                 self.fixed = load_codec(model, device, reporter)
 
-    def get(self, model_id: bytes) -> Any:
+    def get(self, model_id: bytes, realism: float | None = None) -> Any:
+        """The codec of ``model_id``; for ``realism`` above 0 one with the generative add-on, if any has."""
         if self.fixed is not None:
             return self.fixed  # its decompress() refuses files of another model, naming both
-        if model_id not in self.codecs:
+        key = (model_id, bool(realism))
+        if key not in self.codecs:
             from wetok.zoo import ModelNotFoundError, find_codec_by_model_id
 
             start = time.perf_counter()
             try:
-                codec = find_codec_by_model_id(model_id, extra=self.extra, device=self.device)
+                codec = find_codec_by_model_id(model_id, self.extra, self.device, realism=realism)
             except ModelNotFoundError as e:
                 raise InputError(f"{e}; pass --model NAME|DIR") from None
             self.reporter.info(
                 f"loaded model {codec.name} ({codec.model_id_hex}) on {self.device} "
                 f"in {time.perf_counter() - start:.1f} s"
             )
-            self.codecs[model_id] = codec
-        return self.codecs[model_id]
+            self.codecs[key] = codec
+        return self.codecs[key]
 
 
 def _reference_for(reference: Path, item: Input) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import UsageProblem, device_option, resolve_device
+from wetok_cli.common import SEED_TYPE, UsageProblem, WetokCommand, device_option, resolve_device
 
 MAX_ITEMS = 256
 
@@ -25,10 +25,12 @@ def _items(_ctx: click.Context, _param: click.Parameter, value: str) -> slice:
         parts = []
     if not 2 <= len(parts) <= 3:
         raise click.BadParameter(f"{value!r}: give START:STOP (e.g. 0:16) or one index")
+    if len(parts) == 3 and parts[2] == 0:
+        raise click.BadParameter(f"{value!r}: the step cannot be 0")
     return slice(*parts)
 
 
-@click.command("detokenize")
+@click.command("detokenize", cls=WetokCommand)
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--items",
@@ -47,7 +49,9 @@ def _items(_ctx: click.Context, _param: click.Parameter, value: str) -> slice:
 )
 @click.option("--columns", type=click.IntRange(1), default=None, help="Grid columns.  [default: ~square]")
 @click.option("-m", "--model", help="Model name or directory.  [default: the one index.json names]")
-@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed of a generative decoder.")
+@click.option(
+    "--seed", type=SEED_TYPE, default=0, show_default=True, help="Noise seed of a generative decoder."
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output image.")
 @device_option
 def detokenize_cmd(
@@ -63,6 +67,7 @@ def detokenize_cmd(
     """Decode items of a `wetok tokenize` DATASET folder and save them as one grid image."""
     from wetok.data import TokenDataset
     from wetok.limits import check_pixels
+    from wetok.setting import DecoderSetting
     from wetok_cli.outputs import check_writable, write_output
 
     ds = TokenDataset(dataset)
@@ -80,7 +85,8 @@ def detokenize_cmd(
     except ValueError as e:
         raise UsageProblem(f"--columns/--items: {e}") from None
     codec = _codec(ds, model, resolve_device(device))
-    images = [codec.decode_tokens(ds[i][None], size, seed=seed) for i, size in zip(picks, sizes, strict=True)]
+    painted = DecoderSetting(seed=seed)
+    images = [codec.decode_tokens(ds[i][None], size, painted) for i, size in zip(picks, sizes, strict=True)]
     grid = image_grid(images, columns)
     buffer = io.BytesIO()
     grid.save(buffer, format=_format(out))
@@ -109,7 +115,18 @@ def _codec(ds: Any, model: str | None, device: Any) -> Any:
             f"--model {model} is {codec.model_id_hex}; these tokens were made by "
             f"{ds.index['model']['name']} ({wanted})"
         )
+    _check_shape(ds, codec.model.config)
     return codec
+
+
+def _check_shape(ds: Any, config: Any) -> None:
+    """The index's token shape is the model's: an index edited (or written by another wetok) to say other
+    groups, bits or downsampling would otherwise reach the decoder as tensors of the wrong shape."""
+    index, path = ds.index, ds.root / "index.json"
+    fields = {"groups": config.groups, "group_bits": config.group_bits, "downsample": config.downsample}
+    wrong = [f"{k} {index[k]} (the model: {v})" for k, v in fields.items() if index[k] != v]
+    if wrong:
+        raise click.ClickException(f"{path} does not fit the model it names: {', '.join(wrong)}")
 
 
 GAP = 2

@@ -12,7 +12,16 @@ import click
 from wetok.errors import OutputError
 from wetok.eval.classic import CLASSIC_CODECS
 from wetok.fileio import IMAGE_SUFFIXES, check_output
-from wetok_cli.common import SEED_TYPE, UsageProblem, device_option, escape, resolve_device, user_message
+from wetok_cli.common import (
+    REALISM_TYPE,
+    SEED_TYPE,
+    UsageProblem,
+    WetokCommand,
+    device_option,
+    escape,
+    resolve_device,
+    user_message,
+)
 from wetok_cli.inputs import expand_inputs
 from wetok_cli.outputs import print_line
 
@@ -52,7 +61,7 @@ def _scales(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[f
     return scales
 
 
-@click.command("eval")
+@click.command("eval", cls=WetokCommand)
 @click.argument("images", nargs=-1, required=True)
 @click.option(
     "-m",
@@ -154,7 +163,7 @@ def _scales(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[f
 @click.option(
     "--realism",
     "realisms",
-    type=click.FloatRange(0, 1),
+    type=REALISM_TYPE,
     multiple=True,
     help="Decoder setting of a model with a generative decoder; repeat for several rows.  "
     "[default: the model's default, then 0 and 1]",
@@ -206,10 +215,7 @@ def eval_cmd(
         raise click.UsageError("give --model or --no-model, not both")
     if rate_sweep and no_model:
         raise click.UsageError("--rate-sweep codes a wetok model: drop --no-model")
-    try:  # a dangling symbolic link counts as existing; a folder or device is never a report file
-        check_output(out / "eval.json", force)
-    except OutputError as e:
-        raise click.ClickException(f"{e} (the report in {out})") from None
+    _check_report(out, force, crops, html, rate_sweep)
     paths = _image_paths(images)
     if threads:
         torch.set_num_threads(threads)
@@ -253,6 +259,26 @@ def eval_cmd(
         _print_tables(report)
     if unreadable:
         raise click.exceptions.Exit(1)  # as every command: some inputs failed, the others were processed
+
+
+def _check_report(out: Path, force: bool, crops: int, html: bool, rate: bool = False) -> None:
+    """Before any work: every file of the report may be written. Without --force none exists, and the
+    folders rd/ and report_files/ hold no earlier report's files; they are real folders, never symbolic
+    links. A dangling symbolic link counts as existing; a folder or a device is never a report file."""
+    from wetok.eval.html import FILES_DIR
+
+    names = ["eval.json", "rd.png"] + ["crops.png"] * bool(crops) + ["report.html"] * html
+    names += ["rd_rate.png"] * rate + ["crops_rate.png"] * (rate and bool(crops))
+    try:
+        for name in names:
+            check_output(out / name, force)
+        for folder in [out / "rd"] + [out / FILES_DIR] * html:
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise OutputError(f"{folder} is not a folder (a symbolic link?); refusing to write into it")
+            if not force and folder.is_dir() and any(folder.iterdir()):
+                raise OutputError(f"{folder} holds an earlier report's files; use --force to overwrite them")
+    except OutputError as e:
+        raise click.ClickException(f"{e} (the report in {out})") from None
 
 
 def _image_paths(images: tuple[str, ...]) -> list[Path]:
@@ -310,37 +336,40 @@ def _write_outputs(
     from wetok.eval.report import crops_figure, plot_rd
 
     written = list(write_json(report, out, exclusive=not force).values())
-    note = plot_rd(report, out / "rd.png")
+    note = plot_rd(report, out / "rd.png", exclusive=not force)
     if note:
         report.notes.append(note)
         click.echo(note, err=True)
     else:
         written.append(out / "rd.png")
     if crops and report.recons:
-        written.append(crops_figure(report, originals, out / "crops.png", rows=crops))
-    written += _write_rate_outputs(report, originals, out)
+        written.append(crops_figure(report, originals, out / "crops.png", rows=crops, exclusive=not force))
+    written += _write_rate_outputs(report, originals, out, crops, force)
     if html:
         from wetok.eval.html import eval_page, write_page
 
-        written.append(write_page(eval_page(report, originals), out / "report.html"))
+        written.append(write_page(eval_page(report, originals), out / "report.html", exclusive=not force))
     click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
 
 
-def _write_rate_outputs(report: Any, originals: list[Any], out: Path) -> list[Path]:
-    """rd_rate.png and crops_rate.png of a rate sweep (none without one)."""
+def _write_rate_outputs(report: Any, originals: list[Any], out: Path, crops: int, force: bool) -> list[Path]:
+    """rd_rate.png and crops_rate.png of a rate sweep (none without one), created exclusively without
+    --force."""
     from wetok.eval.report import plot_rate_rd, rate_crops_figure
 
     if not report.runs("rate"):
         return []
     written = []
-    note = plot_rate_rd(report, out / "rd_rate.png")
+    note = plot_rate_rd(report, out / "rd_rate.png", exclusive=not force)
     if note:
         report.notes.append(note)
         click.echo(note, err=True)
     else:
         written.append(out / "rd_rate.png")
-    crops = rate_crops_figure(report, originals, out / "crops_rate.png") if report.rate_recons else None
-    return written + ([crops] if crops else [])
+    if not (crops and report.rate_recons):
+        return written
+    figure = rate_crops_figure(report, originals, out / "crops_rate.png", exclusive=not force)
+    return written + ([figure] if figure else [])
 
 
 def _print_tables(report: Any) -> None:

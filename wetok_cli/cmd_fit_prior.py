@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from wetok.fileio import IMAGE_SUFFIXES, find_images
-from wetok_cli.common import UsageProblem, device_option, resolve_device
+from wetok_cli.common import UsageProblem, WetokCommand, device_option, resolve_device
 
 
-@click.command("fit-prior")
+@click.command("fit-prior", cls=WetokCommand)
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(

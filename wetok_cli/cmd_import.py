@@ -9,11 +9,12 @@ from typing import Any
 import click
 
 from wetok.config import PRESETS
+from wetok_cli.common import WetokCommand
 
 DTYPES = {"fp32": "float32", "fp16": "float16"}
 
 
-@click.command("import")
+@click.command("import", cls=WetokCommand)
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--preset",

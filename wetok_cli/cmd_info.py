@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import WTK_SUFFIX, Reporter, print_table
+from wetok_cli.common import WTK_SUFFIX, Reporter, WetokCommand, print_table
 from wetok_cli.inputs import Input, read_wtk_input
 from wetok_cli.outputs import print_line
 from wetok_cli.per_file import for_each_file
@@ -28,7 +28,7 @@ _INFO_COLUMNS = (
 )
 
 
-@click.command("info")
+@click.command("info", cls=WetokCommand)
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file instead of the table.")
 @click.option("-q", "--quiet", is_flag=True, help="Errors only (check files through the exit code).")
@@ -56,12 +56,11 @@ def info_cmd(files: tuple[str, ...], as_json: bool, quiet: bool) -> None:
 
 
 def _file_record(item: Input, models: _Models) -> dict[str, Any]:
-    from wetok.codec import read_info
+    from wetok.info import WtkFile, read_info
 
-    data = read_wtk_input(item)
-    header = read_info(data)  # validates everything before a model is looked for
-    name, codec = models.find(header.model_id)
-    info = read_info(data, codec) if codec is not None else header
+    file = WtkFile.parse(read_wtk_input(item))  # validates everything before a model is looked for
+    name, codec = models.find(file.header.model_id)
+    info = read_info(file, codec)
     return {
         "file": item.display,
         "version": info.version,

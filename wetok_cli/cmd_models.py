@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import print_table
+from wetok_cli.common import WetokCommand, print_table
 from wetok_cli.outputs import print_line
 
 _MODEL_COLUMNS = (
@@ -26,7 +26,7 @@ _MODEL_COLUMNS = (
 )
 
 
-@click.command("models")
+@click.command("models", cls=WetokCommand)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model instead of the table.")
 @click.option("--paths", is_flag=True, help="Only print the folders searched for models, in order.")
 def models_cmd(as_json: bool, paths: bool) -> None:

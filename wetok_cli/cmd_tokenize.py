@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from wetok.fileio import IMAGE_SUFFIXES
-from wetok_cli.common import UsageProblem, device_option, launcher_world, resolve_device
+from wetok_cli.common import UsageProblem, WetokCommand, device_option, launcher_world, resolve_device
 from wetok_cli.inputs import expand_inputs
 
 LIST_SUFFIX = ".txt"
@@ -31,7 +31,7 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int | Non
     return size
 
 
-@click.command("tokenize")
+@click.command("tokenize", cls=WetokCommand)
 @click.argument("images", nargs=-1, required=True)
 @click.option(
     "-o",

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from wetok_cli.common import WetokCommand
 
-@click.command("train")
+
+@click.command("train", cls=WetokCommand)
 @click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--set",
@@ -15,7 +17,7 @@ import click
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a config value, e.g. -s steps=2000 -s model.groups=5 (repeatable).",
+    help="Override a config value, e.g. -s steps=2000 -s optim.lr=1e-4 -s model.groups=5 (repeatable).",
 )
 @click.option("--data", type=click.Path(exists=True, path_type=Path), help="Folder of training images.")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (checkpoints, logs, model).")
@@ -45,6 +47,7 @@ def train_cmd(
     CONFIG is a TOML file (see examples/train_default.toml); flags and --set override it. Multi-GPU:
     torchrun --nproc_per_node N -m wetok_cli.main train CONFIG.
     """
+    from wetok.errors import ConfigError
     from wetok_cli.common import UsageProblem, launcher_world
     from wetok_train.checkpoint import CheckpointError
     from wetok_train.config import load_config
@@ -63,7 +66,8 @@ def train_cmd(
         raise click.UsageError("give --resume or --force, not both")
     try:
         model_dir = train(cfg, resume=resume, quiet=quiet, force=force)
-    except (RunExistsError, CheckpointError) as e:  # a run folder or file given that cannot be used
+    # A run folder or file given that cannot be used, or options that do not fit the init_from model.
+    except (RunExistsError, CheckpointError, ConfigError) as e:
         raise UsageProblem(str(e)) from None
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(_one_line(e)) from None

@@ -114,7 +114,37 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class WetokGroup(click.Group):
+def echo_or_fail(text: str) -> None:
+    """``text`` on stdout for an eager option (``--help``, ``--version``), which runs while the command line
+    is parsed, before any command's error handling: a closed or failing stdout is one line, exit 1, not a
+    traceback (``> /dev/full``) or a silent exit 0 (``>&-``)."""
+    try:
+        write_stdout_text(text)
+    except OutputError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _show_help(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        echo_or_fail(ctx.get_help())
+        ctx.exit()
+
+
+class CheckedHelp(click.Command):
+    """``--help`` printed with :func:`echo_or_fail` (Click's prints nothing to a closed stdout, exit 0)."""
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.callback = _show_help
+        return option
+
+
+class WetokCommand(CheckedHelp):
+    """A ``wetok`` subcommand: ``@click.command(name, cls=WetokCommand)``."""
+
+
+class WetokGroup(CheckedHelp, click.Group):
     """A Click group that turns stray library exceptions into one line (traceback with ``--debug``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -298,6 +328,20 @@ def launcher_world() -> int:
 
 # torch.Generator.manual_seed's range: a larger --seed is a usage error, not an internal one.
 SEED_TYPE = click.IntRange(-(2**63), 2**64 - 1)
+
+
+class RealismRange(click.FloatRange):
+    """``--realism``: a number from 0 to 1. ``FloatRange`` alone lets ``nan`` through (every comparison
+    with NaN is false), which then fails deep inside as an internal error."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number from 0 to 1", param, ctx)
+        return number
+
+
+REALISM_TYPE = RealismRange(0, 1)
 
 
 def finite_number(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from wetok_cli.common import Settings, WetokGroup
+from wetok_cli.common import Settings, WetokGroup, echo_or_fail
 
 # Commands are imported when used; the command modules import torch (and the heavy parts of wetok) only
 # inside their functions, so `wetok --version`, `--help` and completion do not load torch
@@ -60,7 +60,7 @@ def _version_of(package: str) -> str:
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    click.echo(
+    echo_or_fail(
         f"wetok {_version_of('wetok')} (torch {_version_of('torch')}, Python {platform.python_version()})"
     )
     ctx.exit()

@@ -3,7 +3,8 @@ how it is written (docs/security.md, section 2).
 
 * **Where.** Beside the input with the command's suffix; ``-o FILE`` for one input; ``-o DIR/`` (or any
   ``-o`` with several inputs) keeps the layout of input folders below ``DIR`` and never leaves it (an
-  input name holding ``..`` is refused). ``-`` is stdout, never a terminal without ``--force``.
+  input name holding ``..`` is refused, and so is a symbolic link planted as a folder below ``DIR``).
+  ``-`` is stdout, never a terminal without ``--force``.
 * **Never replaced without ``--force``.** An existing output is refused; a new one is *created*
   exclusively (:func:`wetok.fileio.atomic_path`), so of two runs writing the same new name at once exactly
   one wins. With ``--force`` only a regular file is replaced (through a symbolic link, its target);
@@ -53,7 +54,21 @@ def output_paths(inputs: Sequence[Input], out: str | None, suffix: str) -> list[
     for i in inputs:
         if i.rel.is_absolute() or ".." in i.rel.parts:
             raise UsageProblem(f"{i.display}: its name {i.rel} would put the output outside -o {out}")
+        _refuse_linked_folders(path, i.rel.parent, out)
     return [path / i.rel.with_suffix(suffix) for i in inputs]
+
+
+def _refuse_linked_folders(root: Path, rel: Path, out: str) -> None:
+    """Outputs go into real folders below ``-o DIR``: a symbolic link planted there as a folder (``DIR/sub``
+    → ``/etc``) would carry them anywhere. ``DIR`` itself may be a link: the user named it."""
+    folder = root
+    for part in rel.parts:
+        folder = folder / part
+        if folder.is_symlink():
+            raise UsageProblem(
+                f"-o {out}: {folder} is a symbolic link; outputs are written only into real folders "
+                "below -o (remove the link, or give its target as -o)"
+            )
 
 
 def check_stdio(inputs: Sequence[Input], outputs: Sequence[Path], force: bool) -> None:

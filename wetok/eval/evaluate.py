@@ -287,13 +287,13 @@ def _say(progress: Progress | None, message: str) -> None:
 
 def decoder_settings(codec: Any, realisms: tuple[float, ...] | None, seed: int) -> list[Any]:
     """The decoder settings to evaluate ``codec`` at: ``[None]`` (the file as the model writes it) for a
-    model without a generative decoder, else one :class:`~wetok.format.DecoderSetting` per realism, the
+    model without a generative decoder, else one :class:`~wetok.setting.DecoderSetting` per realism, the
     default first."""
-    from wetok.format import DecoderSetting
+    from wetok.setting import DecoderSetting, default_setting
 
     if not getattr(getattr(codec, "model", None), "has_generative_decoder", False):
         return [None]
-    default = codec.default_setting
+    default = default_setting(codec.model)
     wanted = realisms if realisms is not None else (default.realism if default else 0.0, 0.0, 1.0)
     return [DecoderSetting(r, seed) for r in dict.fromkeys(round(float(r), 2) for r in wanted)]
 
@@ -320,7 +320,7 @@ def evaluate_model(
         toks, size = codec.encode_tokens(rgb)
         data = codec.pack_tokens(toks, size, setting=setting)
         t1 = time.perf_counter()
-        recon = np.asarray(codec.decompress(data, seed=seed))
+        recon = np.asarray(codec.decompress(data, seed=seed).image)
         t2 = time.perf_counter()
         header, body = fmt.unpack(data)
         report.records.append(
@@ -518,7 +518,7 @@ def write_json(report: EvalReport, out_dir: Path, exclusive: bool = False) -> di
     """``out_dir/eval.json`` (everything) and ``out_dir/rd/<name>.json`` (CompressAI layout, per codec).
 
     Every file is written atomically (a full disk leaves no half or empty file; a symbolic link planted in
-    its place is replaced, never followed); ``exclusive``: ``eval.json`` is created, never replaced."""
+    its place is replaced, never followed); ``exclusive``: each is created, never replaced."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"eval": out_dir / "eval.json"}
     text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -526,6 +526,6 @@ def write_json(report: EvalReport, out_dir: Path, exclusive: bool = False) -> di
     for curve in report.rd_curves():
         slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in curve["name"].lower()).strip("-")
         path = out_dir / "rd" / f"{slug}.json"
-        fileio.write_atomic(path, json.dumps(curve, indent=2, allow_nan=False) + "\n")
+        fileio.write_atomic(path, json.dumps(curve, indent=2, allow_nan=False) + "\n", exclusive=exclusive)
         paths[f"rd/{slug}"] = path
     return paths

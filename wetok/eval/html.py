@@ -64,7 +64,7 @@ class Page:
 # -- the page -------------------------------------------------------------------------------------------
 def write_page(page: Page, path: Path, embed: bool = False, exclusive: bool = False) -> Path:
     """Write ``path`` (and, unless ``embed``, the PNGs into ``path.parent / report_files``), atomically;
-    ``exclusive``: create the page, never replace it (:func:`wetok.fileio.atomic_path`)."""
+    ``exclusive``: create the page and its pictures, never replace them (:func:`wetok.fileio.atomic_path`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     files = path.parent / FILES_DIR
     if not embed and files.is_symlink():
@@ -77,7 +77,7 @@ def write_page(page: Page, path: Path, embed: bool = False, exclusive: bool = Fa
     body += [f"<p class='note'>note: {_e(n)}</p>" for n in page.notes]
     for i, comp in enumerate(page.comparisons):
         srcs = {
-            v.key: _src(v.pixels, files, f"{i:03d}-{_slug(comp.name)}-{_slug(v.key)}.png", embed)
+            v.key: _src(v.pixels, files, f"{i:03d}-{_slug(comp.name)}-{_slug(v.key)}.png", embed, exclusive)
             for v in comp.variants
         }
         body.append(_comparison(i, comp, srcs))
@@ -102,12 +102,12 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text.lower()).strip("-")[:60]
 
 
-def _src(pixels: np.ndarray, folder: Path, name: str, embed: bool) -> str:
+def _src(pixels: np.ndarray, folder: Path, name: str, embed: bool, exclusive: bool) -> str:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", compress_level=6)
     if embed:
         return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    fileio.write_atomic(folder / name, buffer.getvalue())
+    fileio.write_atomic(folder / name, buffer.getvalue(), exclusive=exclusive)
     return f"{FILES_DIR}/{name}"
 
 

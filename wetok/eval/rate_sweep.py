@@ -72,7 +72,7 @@ def evaluate_rate_sweep(
             t0 = time.perf_counter()
             data = codec.compress(rgb, quality=quality_of_scale(scale))
             t1 = time.perf_counter()
-            recon = np.asarray(codec.decompress(data))
+            recon = np.asarray(codec.decompress(data).image)
             t2 = time.perf_counter()
             scores = scorer(rgb, recon, perceptual=False)
             rec = _record(

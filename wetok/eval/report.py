@@ -122,9 +122,9 @@ def _db(ms_ssim: float | None) -> float | None:
     return None if ms_ssim is None or ms_ssim >= 1 else -10 * math.log10(1 - ms_ssim)
 
 
-def plot_rd(report: EvalReport, path: Path) -> str | None:
+def plot_rd(report: EvalReport, path: Path, exclusive: bool = False) -> str | None:
     """PSNR and MS-SSIM (dB) against bpp, plus the perceptual distance if any; returns a one-line note
-    instead when matplotlib is missing."""
+    instead when matplotlib is missing. ``exclusive``: create ``path``, never replace it."""
     try:
         import matplotlib
 
@@ -136,7 +136,7 @@ def plot_rd(report: EvalReport, path: Path) -> str | None:
     if report.perceptual:
         panels.append(("perceptual", f"{report.perceptual} (lower is better)", lambda v: v))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    rows = report.summary()
+    rows = [r for r in report.summary() if r["kind"] in ("model", "matched", "sweep")]  # not the rate sweep
     for ax, (key, title, f) in zip(axes[0], panels, strict=True):
         _draw_panel(ax, rows, key, f)
         ax.set(xlabel="bits per pixel", ylabel=title)
@@ -144,13 +144,17 @@ def plot_rd(report: EvalReport, path: Path) -> str | None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{len(report.names)} images; hollow markers: classic codecs at the wetok file size")
     fig.tight_layout()
-    with fileio.atomic_path(path) as tmp:
+    with fileio.atomic_path(path, exclusive=exclusive) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return None
 
 
+MODEL_MARKERS = "*PXD^v"  # one per wetok run (a model's realisms share its colour)
+
+
 def _draw_panel(ax: Any, rows: list[dict[str, Any]], key: str, f: Any) -> None:
+    models = [r["run"] for r in rows if r["kind"] == "model"]
     for codec in dict.fromkeys(r["codec"] for r in rows):
         color = CLASSIC_CODECS[codec].color if codec in CLASSIC_CODECS else WETOK_COLOR
         sweep = [r for r in rows if r["codec"] == codec and r["kind"] == "sweep"]
@@ -163,7 +167,9 @@ def _draw_panel(ax: Any, rows: list[dict[str, Any]], key: str, f: Any) -> None:
             if r["codec"] != codec or r["kind"] == "sweep" or r[key] is None or f(r[key]) is None:
                 continue
             if r["kind"] == "model":
-                ax.plot(r["bpp"], f(r[key]), "*", color=color, ms=14, label=r["label"])
+                marker = MODEL_MARKERS[models.index(r["run"]) % len(MODEL_MARKERS)]
+                size = 14 if marker == "*" else 10  # a star reads smaller than the others at one size
+                ax.plot(r["bpp"], f(r[key]), marker, color=color, ms=size, label=r["label"])
             else:
                 ax.plot(
                     r["bpp"],
@@ -209,9 +215,11 @@ def crops_figure(
     rows: int = 4,
     size: int = 192,
     runs: list[str] | None = None,
+    exclusive: bool = False,
 ) -> Path:
     """Rows of the same detailed region per image: original, then each run (default: models and
-    matched-size classic codecs), each captioned with its bpp and PSNR on that image."""
+    matched-size classic codecs), each captioned with its bpp and PSNR on that image. ``exclusive``:
+    create ``path``, never replace it."""
     runs = runs if runs is not None else list(report.recons)
     picks = sorted(set(np.linspace(0, len(originals) - 1, min(rows, len(originals))).round().astype(int)))
     cap, font = 34, _font(13)
@@ -230,7 +238,7 @@ def crops_figure(
             sheet.paste(Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s])), (left, top))
             draw.text((left + 2, top + s + 2), title, fill="black", font=font)
             draw.text((left + 2, top + s + 17), caption, fill="#444444", font=font)
-    with fileio.atomic_path(path) as tmp:
+    with fileio.atomic_path(path, exclusive=exclusive) as tmp:
         sheet.save(tmp, format="PNG")
     return path
 
@@ -243,7 +251,7 @@ def _caption(report: EvalReport, run: str, idx: int) -> str:
 # ---- rate sweep: RD plot and crops at two rates ------------------------------------------------------
 
 
-def plot_rate_rd(report: EvalReport, path: Path) -> str | None:
+def plot_rate_rd(report: EvalReport, path: Path, exclusive: bool = False) -> str | None:
     """PSNR and MS-SSIM (dB) against bpp of the rate sweep (:mod:`wetok.eval.rate_sweep`): the wetok model
     over its scales and each classic codec at the same file sizes (hollow where some images could not get
     that small); the BD-rate against JPEG 2000 in the legend. A one-line note instead without matplotlib."""
@@ -283,7 +291,7 @@ def plot_rate_rd(report: EvalReport, path: Path) -> str | None:
         fontsize=10,
     )
     fig.tight_layout()
-    with fileio.atomic_path(path) as tmp:
+    with fileio.atomic_path(path, exclusive=exclusive) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return None
@@ -311,6 +319,7 @@ def rate_crops_figure(
     scales: tuple[str, ...] | None = None,
     codecs: tuple[str, ...] = (BD_REFERENCE, "avif"),
     size: int = 192,
+    exclusive: bool = False,
 ) -> Path | None:
     """Rows of one detailed region per kept image: the original, then at each of two sweep scales (default:
     the second lowest and the second highest) wetok and ``codecs`` at its file size, captioned with bpp and
@@ -343,7 +352,7 @@ def rate_crops_figure(
             sheet.paste(Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s])), (left, top))
             draw.text((left + 2, top + s + 2), title, fill="black", font=font)
             draw.text((left + 2, top + s + 17), caption, fill="#444444", font=font)
-    with fileio.atomic_path(path) as tmp:
+    with fileio.atomic_path(path, exclusive=exclusive) as tmp:
         sheet.save(tmp, format="PNG")
     return path
 
