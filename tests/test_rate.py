@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -127,16 +128,21 @@ def test_huge_coded_size_stops_read_stream_at_the_header() -> None:
 
 
 # -- the search -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FakeFile:
+    data: bytes
+
+
 class FakeCoder:
     """``code(scale)`` returning ``bytes_per_px * coded pixels`` bytes; records the scales tried."""
 
     def __init__(self, height: int = 400, width: int = 600, bytes_per_px: float = 0.006) -> None:
         self.height, self.width, self.rate, self.tried = height, width, bytes_per_px, []
 
-    def __call__(self, scale: float | None) -> bytes:
+    def __call__(self, scale: float | None) -> FakeFile:
         self.tried.append(scale)
         hc, wc = rate.coded_size(self.height, self.width, 1.0 if scale is None else scale)
-        return bytes(max(20, int(self.rate * hc * wc)))
+        return FakeFile(bytes(max(20, int(self.rate * hc * wc))))
 
 
 @pytest.mark.parametrize("target", [100, 300, 1440, 2000, 5000, 20000])
@@ -145,7 +151,9 @@ def test_search_stops_when_the_next_rung_would_exceed(target: int) -> None:
     choice = rate.search(fake.height, fake.width, fake, target)
     assert choice.reached and len(choice.data) <= target
     k = round(8 * np.log2(choice.scale))
-    assert k == rate.MAX_RUNG or len(fake(rate.rung_scale(k + 1))) > target  # one more rung would not fit
+    assert (
+        k == rate.MAX_RUNG or len(fake(rate.rung_scale(k + 1)).data) > target
+    )  # one more rung would not fit
     assert choice.tries == len(set(fake.tried[:-1])) <= 5  # a good first guess: few encodes
 
 
@@ -160,9 +168,9 @@ def test_search_keeps_the_best_scoring_fitting_candidate() -> None:
     fake = FakeCoder()
     scores = {}
 
-    def score(data: bytes) -> float:
-        scores[len(data)] = -len(data)  # prefer the smaller file, for the test
-        return -len(data)
+    def score(file: FakeFile) -> float:
+        scores[len(file.data)] = -len(file.data)  # prefer the smaller file, for the test
+        return -len(file.data)
 
     choice = rate.search(fake.height, fake.width, fake, 5000, score)
     assert choice.scored == 2 and len(scores) == 2 and len(choice.data) == min(scores)

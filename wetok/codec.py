@@ -276,8 +276,9 @@ class Codec:
         bpp: float | None = None,
         size: int | None = None,
     ) -> rate.Choice:
-        """As :meth:`compress`, returning :class:`wetok.rate.Choice`: the file, the scale coded, whether the
-        target was reached, the tries and notes (a capped scale, an unreachable target)."""
+        """As :meth:`compress`, returning :class:`wetok.rate.Choice`: the file (``.file``, a parsed
+        :class:`~wetok.info.WtkFile`; ``.data``, its bytes), the scale coded, whether the target was reached,
+        the tries and notes (a capped scale, an unreachable target)."""
         setting = for_file(self.model, realism, seed, seed_search)
         return self.encode_choice(image, mode, setting, seed_search, quality=quality, bpp=bpp, size=size)
 
@@ -297,11 +298,11 @@ class Codec:
         height, width = rgb.shape[:2]
         check_pixels(width, height)
 
-        def code(scale: float | None) -> bytes:
-            return self.encode_file(rgb, mode, setting, seed_search, scale).data
+        def code(scale: float | None) -> WtkFile:
+            return self.encode_file(rgb, mode, setting, seed_search, scale)
 
-        def score(data: bytes) -> float:
-            return rate.closeness(np.asarray(self.decompress(data).image), rgb)
+        def score(file: WtkFile) -> float:
+            return rate.closeness(np.asarray(self.decompress(file).image), rgb)
 
         return rate.choose(height, width, code, score, quality=quality, bpp=bpp, size=size)
 

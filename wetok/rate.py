@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -39,8 +40,16 @@ MIN_RUNG, MAX_RUNG, RUNGS_PER_OCTAVE = -16, 16, 8  # search scales 2^(k/8): 0.25
 MIN_SCALE, MAX_SCALE = 2.0 ** (MIN_RUNG / RUNGS_PER_OCTAVE), 2.0 ** (MAX_RUNG / RUNGS_PER_OCTAVE)
 KEEP = 2  # fitting candidates scored by MS-SSIM (the largest scales found)
 
-Code = Callable[[float | None], bytes]  # scale (None: the image as it is) -> .wtk bytes
-Score = Callable[[bytes], float]  # .wtk bytes -> closeness of their decode to the original (higher better)
+
+class File(Protocol):
+    """A coded file: its bytes (:class:`wetok.info.WtkFile`, kept parsed so nobody parses it back)."""
+
+    @property
+    def data(self) -> bytes: ...
+
+
+Code = Callable[[float | None], File]  # scale (None: the image as it is) -> the file
+Score = Callable[[File], float]  # a file -> closeness of its decode to the original (higher is better)
 
 
 @dataclass(frozen=True)
@@ -49,13 +58,17 @@ class Choice:
     not above the target (always true without one), how many encodes and scoring decodes it took, its wall
     time, and notes for the user (a capped scale, an unreachable target)."""
 
-    data: bytes
+    file: File
     scale: float
     reached: bool = True
     tries: int = 1
     scored: int = 0
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
+
+    @property
+    def data(self) -> bytes:
+        return self.file.data
 
 
 def quality_scale(quality: float) -> float:
@@ -136,7 +149,7 @@ def choose(
 ) -> Choice:
     """The file of an ``height x width`` image for one knob (none: ``code(None)``, today's file).
 
-    ``code(scale)`` encodes at a scale; ``score(data)`` rates a candidate (needed only to choose among
+    ``code(scale)`` encodes at a scale; ``score(file)`` rates a candidate (needed only to choose among
     several fitting files; without it the largest scale wins)."""
     given = [name for name, v in (("quality", quality), ("bpp", bpp), ("size", size)) if v is not None]
     if len(given) > 1:
@@ -159,12 +172,12 @@ def search(height: int, width: int, code: Code, target: int, score: Score | None
     if top is None:  # even the smallest rung is over the pixel limit: the caller's pixel check says why
         scale, note = cap_scale(height, width, MIN_SCALE)
         return Choice(code(scale), scale, reached=False, notes=(note,) if note else ())
-    files: dict[int, bytes] = {}
+    files: dict[int, File] = {}
 
     def size_at(k: int) -> int:
         if k not in files:
             files[k] = code(rung_scale(k))
-        return len(files[k])
+        return len(files[k].data)
 
     k = min(0, top)
     ratio = target / size_at(k)  # bits grow about as s², i.e. 2^(k/4): predict the rung from scale 1
@@ -176,11 +189,11 @@ def search(height: int, width: int, code: Code, target: int, score: Score | None
         while k > MIN_RUNG and size_at(k) > target:
             k -= 1
     notes = _capped_note(height, width, top) if k == top and top < MAX_RUNG else ()
-    fitting = sorted((r for r, d in files.items() if len(d) <= target), reverse=True)[:KEEP]
+    fitting = sorted((r for r, d in files.items() if len(d.data) <= target), reverse=True)[:KEEP]
     if not fitting:
         notes += (
-            f"even the smallest scale ({MIN_SCALE:g}) gives {len(files[MIN_RUNG])} bytes, above the target "
-            f"of {target} bytes: that smallest file is written",
+            f"even the smallest scale ({MIN_SCALE:g}) gives {len(files[MIN_RUNG].data)} bytes, above the "
+            f"target of {target} bytes: that smallest file is written",
         )
         return Choice(files[MIN_RUNG], rung_scale(MIN_RUNG), False, len(files), notes=notes)
     best = fitting[0]
@@ -199,7 +212,7 @@ def _capped_note(height: int, width: int, top: int) -> tuple[str, ...]:
 
 def _timed(choice: Choice, seconds: float) -> Choice:
     return Choice(
-        choice.data, choice.scale, choice.reached, choice.tries, choice.scored, seconds, choice.notes
+        choice.file, choice.scale, choice.reached, choice.tries, choice.scored, seconds, choice.notes
     )
 
 

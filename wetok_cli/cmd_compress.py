@@ -196,7 +196,7 @@ def _compress_one(
     start = time.perf_counter()
     choice = codec.encode_choice(rgb, mode, setting, seed_search, **knobs)
     write_output(dst, choice.data, force=force)
-    info = read_info(choice.data)
+    info = read_info(choice.file)  # described from the file as written, not parsed back
     reporter.info(f"{item.display}: encoded in {time.perf_counter() - start:.2f} s ({choice.tries} encodes)")
     for note in choice.notes:
         reporter.warn(item.display, note)
