@@ -168,10 +168,8 @@ def choose(
 
 def search(height: int, width: int, code: Code, target: int, score: Score | None = None) -> Choice:
     """The largest file not above ``target`` bytes over the rungs (see the module docstring)."""
-    top = max((k for k in range(MIN_RUNG, MAX_RUNG + 1) if fits(height, width, rung_scale(k))), default=None)
-    if top is None:  # even the smallest rung is over the pixel limit: the caller's pixel check says why
-        scale, note = cap_scale(height, width, MIN_SCALE)
-        return Choice(code(scale), scale, reached=False, notes=(note,) if note else ())
+    # The image itself is within the limits (the codec checked), so rung 0 fits; larger ones may not.
+    top = max((k for k in range(0, MAX_RUNG + 1) if fits(height, width, rung_scale(k))), default=0)
     files: dict[int, File] = {}
 
     def size_at(k: int) -> int:
@@ -179,9 +177,8 @@ def search(height: int, width: int, code: Code, target: int, score: Score | None
             files[k] = code(rung_scale(k))
         return len(files[k].data)
 
-    k = min(0, top)
-    ratio = target / size_at(k)  # bits grow about as s², i.e. 2^(k/4): predict the rung from scale 1
-    k = int(np.clip(k + math.floor(RUNGS_PER_OCTAVE / 2 * math.log2(max(ratio, 1e-9))), MIN_RUNG, top))
+    ratio = target / size_at(0)  # bits grow about as s², i.e. 2^(k/4): predict the rung from scale 1
+    k = int(np.clip(math.floor(RUNGS_PER_OCTAVE / 2 * math.log2(max(ratio, 1e-9))), MIN_RUNG, top))
     if size_at(k) <= target:
         while k < top and size_at(k + 1) <= target:
             k += 1
