@@ -109,5 +109,9 @@ def test_eval_command_rate_sweep(model_dir: Path, image_dir: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert "rate sweep" in result.stdout and "| 0.50 |" in result.stdout
     assert (out / "crops_rate.png").is_file() and (out / "rd/jpeg-2000-rate-sweep.json").is_file()
+    for name in ("eval.json", "rd.png", "crops.png"):
+        (out / name).unlink(missing_ok=True)
+    again = CliRunner().invoke(eval_cmd, [*args, "--rate-sweep", "--rate-scales", "0.5,2"])
+    assert again.exit_code == 1 and "rd_rate.png already exists" in again.output and "--force" in again.output
     bad = CliRunner().invoke(eval_cmd, [*args, "--rate-sweep", "--rate-scales", "0.1", "--force"])
     assert bad.exit_code == 2 and "--rate-scales" in bad.output
