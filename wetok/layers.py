@@ -35,6 +35,9 @@ def depth_to_space_dcr(y: Tensor) -> Tensor:
     """
     b, c4, h, w = y.shape
     c = c4 // 4
+    if y.is_contiguous(memory_format=torch.channels_last) and c > 1:  # one copy, channels-last out
+        t = y.permute(0, 2, 3, 1).reshape(b, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5)  # [B, h, i, w, j, C]
+        return t.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
     y = y.view(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2)  # [B, C, h, i, w, j]
     return y.reshape(b, c, 2 * h, 2 * w)
 
