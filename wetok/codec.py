@@ -131,7 +131,10 @@ class Codec:
     # -- image ↔ tokens ------------------------------------------------------------------------------------
     def encode_tokens(self, image: ImageLike) -> tuple[Tensor, tuple[int, int]]:
         """Image → tokens ``[1, ceil(H/f), ceil(W/f), g]`` (int64, CPU) and the original ``(H, W)``."""
-        rgb = open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image)
+        return self._encode_rgb(open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image))
+
+    def _encode_rgb(self, rgb: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
+        """:meth:`encode_tokens` of a uint8 RGB array converted already (a big image is not copied again)."""
         height, width = rgb.shape[:2]
         check_pixels(width, height)
         Header(self.model_id, "raw", height, width, *self._shape()).validate()
@@ -320,7 +323,7 @@ class Codec:
         rgb = open_image(image) if isinstance(image, (str, Path)) else to_rgb_array(image)
         size = rgb.shape[:2]
         coded = size if scale is None else rate.coded_size(*size, scale)
-        tokens, _ = self.encode_tokens(rate.resample(rgb, coded))
+        tokens, _ = self._encode_rgb(rate.resample(rgb, coded))
         if setting is not None and seed_search > 1:
             realism = setting.realism
 
