@@ -299,3 +299,30 @@ def test_version2_files_stream_like_version1() -> None:
     assert fmt.read_stream(io.BytesIO(data)) == data
     with pytest.raises(fmt.WtkFormatError):
         fmt.read_stream(io.BytesIO(data[:12]))
+
+
+def test_a_kept_checkpoint_exports_without_training(tmp_path) -> None:
+    """``wetok train --export-from CHECKPOINT --out DIR``: the folder the run would have exported had it
+    stopped there (its EMA decoder beside the unchanged model, its discriminator), never over a folder."""
+    from safetensors.torch import load_file
+
+    from wetok_train.checkpoint import load_checkpoint
+
+    data = _make_images(tmp_path / "data")
+    model_dir, _ = _model_dir_and_image(tmp_path, 5)
+    run = tmp_path / "run"
+    cfg = _cfg(data, run, stage=2, init_from=str(model_dir), level_noise=True, attach_decoder=True, steps=2)
+    train(cfg, quiet=True)
+    ckpt = run / "checkpoint.safetensors"
+    runner = CliRunner()
+    out = tmp_path / "peak"
+    result = runner.invoke(cli, ["train", "--export-from", str(ckpt), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert read_model_id(out) == read_model_id(model_dir)
+    ema = load_checkpoint(ckpt)["ema"]
+    exported = load_file(str(out / GENERATIVE_DECODER_NAME))
+    for key, value in exported.items():
+        assert torch.equal(value, ema[f"decoder.{key}"].half()), key
+    assert (out / "discriminator.safetensors").is_file()
+    again = runner.invoke(cli, ["train", "--export-from", str(ckpt), "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output

@@ -34,7 +34,7 @@ from wetok_train.data import CropDataset, StepSampler
 from wetok_train.discriminator import Critic
 from wetok_train.losses import GeneratorLoss, r1_penalty, weighted_total
 from wetok_train.monitor import Monitor
-from wetok_train.state import State, build_state, checkpoint_in, load_state, state_dict
+from wetok_train.state import State, build_state, checkpoint_in, first_line, load_state, state_dict
 from wetok_train.validation import centre_crops, validation_images
 
 
@@ -289,6 +289,20 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bo
     if dist.is_initialized():
         dist.barrier()
     return out / "model"
+
+
+def export_checkpoint(path: Path, directory: Path) -> Path:
+    """The model folder a run would have exported had it stopped at checkpoint ``path`` (say, a run's
+    peak, chosen on the validation split), written to ``directory``; no training step is taken."""
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = TrainConfig.from_dict(ckpt["config"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: holds no training config ({first_line(e)})") from None
+    state = build_state(cfg, torch.device("cpu"), 1)
+    load_state(state, ckpt)
+    _export(state, cfg, directory)
+    return directory
 
 
 def _after_step(

@@ -30,6 +30,13 @@ from wetok_cli.common import WetokCommand
 )
 @click.option("--resume", is_flag=True, help="Continue exactly from the run directory's checkpoint.")
 @click.option("--force", is_flag=True, help="Start over in a run directory that already holds a run.")
+@click.option(
+    "--export-from",
+    metavar="CHECKPOINT",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Train nothing: export the model folder a run would have exported had it stopped at CHECKPOINT "
+    "(e.g. a run's peak, chosen on the validation split) to --out.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def train_cmd(
     config: Path | None,
@@ -40,6 +47,7 @@ def train_cmd(
     init_from: str | None,
     resume: bool,
     force: bool,
+    export_from: Path | None,
     quiet: bool,
 ) -> None:
     """Train a WeTok tokenizer (stage 1 or 2) and export it as a model directory.
@@ -54,6 +62,9 @@ def train_cmd(
     from wetok_train.loop import RunExistsError, TrainingStopped, train
 
     launcher_world()  # a bad WORLD_SIZE is a usage error before anything is read or built
+    if export_from is not None:
+        _export_checkpoint(export_from, out, force)
+        return
     flags = {"data": data, "out": out, "init_from": init_from, "stage": stage}
     values = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
     try:
@@ -75,6 +86,25 @@ def train_cmd(
         click.echo(f"wetok: {e}", err=True)
         raise SystemExit(130) from None
     click.echo(f"exported {model_dir}", err=True)
+
+
+def _export_checkpoint(checkpoint: Path, out: Path | None, force: bool) -> None:
+    from wetok.errors import ConfigError
+    from wetok_cli.common import UsageProblem
+    from wetok_train.checkpoint import CheckpointError
+    from wetok_train.loop import export_checkpoint
+
+    if out is None:
+        raise click.UsageError("--export-from needs --out DIR: where the model folder goes")
+    if out.exists() and not force:
+        raise UsageProblem(f"{out} already exists (--force replaces it)")
+    try:
+        export_checkpoint(checkpoint, out)
+    except (CheckpointError, ConfigError) as e:
+        raise UsageProblem(str(e)) from None
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(_one_line(e)) from None
+    click.echo(f"exported {out}", err=True)
 
 
 def _one_line(e: BaseException) -> str:
