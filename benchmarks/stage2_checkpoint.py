@@ -1,7 +1,7 @@
 """A stage-2 run's progress: its checkpoint's EMA decoder, attached to its init_from model, on the
 validation photos: what recipes and checkpoints are chosen on.
 
-    .venv/bin/python benchmarks/stage2_checkpoint.py RUN_DIR [IMAGES] [--split val] [--images N]
+    .venv/bin/python benchmarks/stage2_checkpoint.py RUN_DIR|CHECKPOINT [IMAGES] [--split val] [--images N]
         [--realism 0,1] [--threads 1] [--json]
 
 IMAGES defaults to the run's training folder (``data`` of its config); ``--split val`` (the default) takes
@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="one JSON line per realism")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.run / CHECKPOINT_NAME)
+    ckpt = load_checkpoint(args.run if args.run.is_file() else args.run / CHECKPOINT_NAME)
     cfg = TrainConfig.from_dict(ckpt["config"])
     trained = Tokenizer(cfg.model)
     trained.load_state_dict(ckpt["ema"])
