@@ -43,7 +43,7 @@ def paint(codec, rgb: np.ndarray, seed: int) -> list[tuple[str, np.ndarray, int]
     tokens, size = codec.encode_tokens(rgb)
     out = [("wetok realism 0", np.asarray(codec.decode_tokens(tokens, size)), len(data) - 2)]
     out.append(("wetok realism 1", np.asarray(codec.decompress(data).image), len(data)))
-    for name in ("jpeg2000", "avif"):
+    for name in (classic.BD_REFERENCE, "avif"):  # JPEG 2000, the rate sweep's reference, and AVIF
         c = classic.get_codec(name)
         if classic.unavailable_reason(c):
             continue
