@@ -352,11 +352,7 @@ def evaluate_matched(
     recons = []
     for (name, rgb), target in zip(images, targets, strict=True):
         _say(progress, f"{report.labels[run]}: {name}")
-        m = classic.match_size(cc, rgb, target, iters)
-        t0 = time.perf_counter()
-        recon = classic.decode(m.data)
-        dec = time.perf_counter() - t0
-        note = "" if m.reached else f"over target: smallest {cc.label} file is {len(m.data)} B > {target} B"
+        m, recon, dec, note = match_and_decode(cc, rgb, target, iters)
         report.records.append(
             _record(
                 run,
@@ -380,6 +376,19 @@ def evaluate_matched(
             f"{cc.label}: {missed}/{len(images)} images cannot get down to the wetok file "
             "size; their smallest file is used (bpp above wetok's)"
         )
+
+
+def match_and_decode(
+    cc: Any, rgb: np.ndarray, target: int, iters: int
+) -> tuple[classic.Match, np.ndarray, float, str]:
+    """``cc``'s largest file of ``rgb`` not over ``target`` bytes, its decode, the decode's seconds, and the
+    note when even its smallest file is over the target."""
+    m = classic.match_size(cc, rgb, target, iters)
+    t0 = time.perf_counter()
+    recon = classic.decode(m.data)
+    dec = time.perf_counter() - t0
+    note = "" if m.reached else f"over target: smallest {cc.label} file is {len(m.data)} B > {target} B"
+    return m, recon, dec, note
 
 
 def evaluate_sweep(

@@ -17,7 +17,7 @@ import numpy as np
 
 from wetok.eval import classic
 from wetok.eval.bd import bd_psnr, bd_rate
-from wetok.eval.evaluate import EvalOptions, EvalReport, Progress, Scorer, _record, _say
+from wetok.eval.evaluate import EvalOptions, EvalReport, Progress, Scorer, _record, _say, match_and_decode
 
 DEFAULT_SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)  # about 0.014 to 0.18 bpp with the default model on Kodak
 REFERENCE = classic.BD_REFERENCE
@@ -102,11 +102,7 @@ def _matched_at(
     report.labels[run] = f"{cc.label} at the size of scale {scale:.2f}"
     for i, ((name, rgb), target) in enumerate(zip(images, targets, strict=True)):
         _say(progress, f"{report.labels[run]}: {name}")
-        m = classic.match_size(cc, rgb, target, iters)
-        t0 = time.perf_counter()
-        recon = classic.decode(m.data)
-        dec = time.perf_counter() - t0
-        note = "" if m.reached else f"over target: smallest {cc.label} file is {len(m.data)} B > {target} B"
+        m, recon, dec, note = match_and_decode(cc, rgb, target, iters)
         scores = scorer(rgb, recon, perceptual=False)
         setting = cc.describe(m.setting)
         rec = _record(

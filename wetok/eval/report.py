@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -222,18 +223,35 @@ def crops_figure(
     create ``path``, never replace it."""
     runs = runs if runs is not None else list(report.recons)
     picks = sorted(set(np.linspace(0, len(originals) - 1, min(rows, len(originals))).round().astype(int)))
+
+    def tiles(idx: int) -> list[tuple[np.ndarray, str, str]]:
+        return [(report.recons[run][idx], report.labels[run], _caption(report, run, idx)) for run in runs]
+
+    return _crop_sheet(report, originals, picks, tiles, path, size, exclusive)
+
+
+def _crop_sheet(
+    report: EvalReport,
+    originals: list[np.ndarray],
+    picks: list[int],
+    tiles: Callable[[int], list[tuple[np.ndarray, str, str]]],
+    path: Path,
+    size: int,
+    exclusive: bool,
+) -> Path:
+    """One row per image index of ``picks``: the original's most detailed ``size``² window, then the same
+    window of each ``(image, title, caption)`` of ``tiles(idx)``. ``exclusive``: create ``path``, never
+    replace it."""
     cap, font = 34, _font(13)
-    sheet = Image.new("RGB", ((len(runs) + 1) * (size + 4) + 4, len(picks) * (size + cap + 4) + 4), "white")
+    columns = 1 + len(tiles(picks[0])) if picks else 1
+    sheet = Image.new("RGB", (columns * (size + 4) + 4, len(picks) * (size + cap + 4) + 4), "white")
     draw = ImageDraw.Draw(sheet)
     for i, idx in enumerate(picks):
         orig = originals[idx]
         s = min(size, *orig.shape[:2])
         y, x = detail_window(orig, s)
         top = 4 + i * (size + cap + 4)
-        tiles = [(orig, "original", report.names[idx])] + [
-            (report.recons[run][idx], report.labels[run], _caption(report, run, idx)) for run in runs
-        ]
-        for j, (img, title, caption) in enumerate(tiles):
+        for j, (img, title, caption) in enumerate([(orig, "original", report.names[idx]), *tiles(idx)]):
             left = 4 + j * (size + 4)
             sheet.paste(Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s])), (left, top))
             draw.text((left + 2, top + s + 2), title, fill="black", font=font)
@@ -334,27 +352,14 @@ def rate_crops_figure(
         runs += [wetok] + [
             f"{c}@rate:s={scale}" for c in codecs if f"{c}@rate:s={scale}" in report.rate_recons
         ]
-    rows = sorted(report.rate_recons[runs[0]])
-    cap, font = 34, _font(13)
-    sheet = Image.new("RGB", ((len(runs) + 1) * (size + 4) + 4, len(rows) * (size + cap + 4) + 4), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, idx in enumerate(rows):
-        orig = originals[idx]
-        s = min(size, *orig.shape[:2])
-        y, x = detail_window(orig, s)
-        top = 4 + i * (size + cap + 4)
-        tiles = [(orig, "original", report.names[idx])] + [
+
+    def tiles(idx: int) -> list[tuple[np.ndarray, str, str]]:
+        return [
             (report.rate_recons[run][idx], _short_label(report, run), _caption(report, run, idx))
             for run in runs
         ]
-        for j, (img, title, caption) in enumerate(tiles):
-            left = 4 + j * (size + 4)
-            sheet.paste(Image.fromarray(np.ascontiguousarray(img[y : y + s, x : x + s])), (left, top))
-            draw.text((left + 2, top + s + 2), title, fill="black", font=font)
-            draw.text((left + 2, top + s + 17), caption, fill="#444444", font=font)
-    with fileio.atomic_path(path, exclusive=exclusive) as tmp:
-        sheet.save(tmp, format="PNG")
-    return path
+
+    return _crop_sheet(report, originals, sorted(report.rate_recons[runs[0]]), tiles, path, size, exclusive)
 
 
 def _two_rates(runs: list[str]) -> list[str]:
